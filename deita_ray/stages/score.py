@@ -1,0 +1,116 @@
+"""The scoring stage: Deita complexity or quality scores for every turn, over Arrow batches.
+
+Plain Python, no Ray: `ScoreStage(kind, EngineConfig(...))(table)` appends
+`{kind}_scores` (per-turn list, null where a score could not be read), `{kind}_truncated`,
+`{kind}_tokens` (prompt tokens scored) and `{kind}_reason` (null when every turn scored).
+`finalize_scores(table, aggregation)` then adds `evol_score`, `truncated` and `score_reason`.
+The Ray runner wraps the same callables in actor pools.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from deita_ray.engines.base import Engine, EngineConfig, digit_token_ids, load_tokenizer, make_engine
+from deita_ray.io.formats import turn_pairs
+from deita_ray.prompts import AGGREGATIONS, aggregate_evol_score, complexity_prompt, expected_scores, quality_prompt
+from deita_ray.stages.truncate import fit_prompt
+
+KINDS = ("complexity", "quality")
+
+
+class TurnScorer:
+    """One scorer model: Deita prompt -> token ids (truncated explicitly) -> six digit logits -> score."""
+
+    def __init__(self, kind: str, config: EngineConfig, engine: Engine | None = None):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.kind = kind
+        self.tokenizer = load_tokenizer(config.model)
+        self.digit_ids = digit_token_ids(self.tokenizer)
+        self.engine = engine if engine is not None else make_engine(config)
+        # The prompt plus the one position whose logits we read must fit the context.
+        self.max_prompt_tokens = self.engine.context_length - 1
+
+    def prompt_ids(self, instruction: str, output: str) -> tuple[list[int], bool]:
+        if self.kind == "complexity":
+            return fit_prompt(lambda f: complexity_prompt(f[0]), [instruction], self.tokenizer, self.max_prompt_tokens)
+        return fit_prompt(lambda f: quality_prompt(f[0], f[1]), [instruction, output], self.tokenizer,
+                          self.max_prompt_tokens)
+
+    def digit_logits(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[str | None]]:
+        """Logits for all prompts; if the batch fails, retry one by one so only the bad prompts lose their score."""
+        try:
+            return self.engine.token_logits(prompts, self.digit_ids), [None] * len(prompts)
+        except Exception:
+            pass
+        logits = np.full((len(prompts), 6), np.nan, dtype=np.float32)
+        reasons: list[str | None] = [None] * len(prompts)
+        for i, prompt in enumerate(prompts):
+            try:
+                logits[i] = self.engine.token_logits([prompt], self.digit_ids)[0]
+            except Exception as exc:  # the engine's own error, kept as the reason
+                reasons[i] = f"engine error: {type(exc).__name__}: {exc}"[:500]
+        return logits, reasons
+
+    def score_pairs(self, pairs: list[tuple[str, str]]):
+        """Scores, truncated flags, token counts and reasons for (instruction, response) pairs."""
+        built = [self.prompt_ids(q, a) for q, a in pairs]
+        prompts = [ids for ids, _ in built]
+        logits, engine_reasons = self.digit_logits(prompts) if prompts else (np.empty((0, 6)), [])
+        scores, math_reasons = expected_scores(logits)
+        reasons = [e or m for e, m in zip(engine_reasons, math_reasons)]
+        return scores, [t for _, t in built], [len(p) for p in prompts], reasons
+
+
+class ScoreStage:
+    """Callable over Arrow tables (the unit Ray Data actors run); builds its engine once."""
+
+    def __init__(self, kind: str, config: EngineConfig, engine: Engine | None = None):
+        self.kind = kind
+        self.scorer = TurnScorer(kind, config, engine)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        conversations = table.column("conversations").to_pylist()
+        row_pairs = [turn_pairs(conv) for conv in conversations]
+        flat = [pair for pairs in row_pairs for pair in pairs]
+        scores, truncated, tokens, reasons = self.scorer.score_pairs(flat)
+        out_scores, out_trunc, out_tokens, out_reason = [], [], [], []
+        start = 0
+        for pairs in row_pairs:
+            end = start + len(pairs)
+            out_scores.append([None if np.isnan(s) else float(s) for s in scores[start:end]])
+            out_trunc.append(any(truncated[start:end]))
+            out_tokens.append(int(sum(tokens[start:end])))
+            bad = [f"turn {t}: {r}" for t, r in enumerate(reasons[start:end]) if r]
+            out_reason.append("; ".join(bad) if bad else None)
+            start = end
+        k = self.kind
+        table = table.append_column(f"{k}_scores", pa.array(out_scores, type=pa.list_(pa.float64())))
+        table = table.append_column(f"{k}_truncated", pa.array(out_trunc, type=pa.bool_()))
+        table = table.append_column(f"{k}_tokens", pa.array(out_tokens, type=pa.int64()))
+        return table.append_column(f"{k}_reason", pa.array(out_reason, type=pa.string()))
+
+
+def finalize_scores(table: pa.Table, aggregation: str = "sum") -> pa.Table:
+    """Append `evol_score` (sum/mean/last of c_t*q_t), `truncated` and `score_reason`."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    comp = table.column("complexity_scores").to_pylist()
+    qual = table.column("quality_scores").to_pylist()
+    evol = [aggregate_evol_score(c, q, aggregation) for c, q in zip(comp, qual)]
+    truncated = pc.or_(table.column("complexity_truncated"), table.column("quality_truncated"))
+    reasons = []
+    for c_reason, q_reason in zip(table.column("complexity_reason").to_pylist(), table.column("quality_reason").to_pylist()):
+        parts = [f"complexity {c_reason}" if c_reason else None, f"quality {q_reason}" if q_reason else None]
+        reasons.append("; ".join(p for p in parts if p) or None)
+    table = table.append_column("evol_score", pa.array(evol, type=pa.float64()))
+    table = table.append_column("truncated", truncated)
+    return table.append_column("score_reason", pa.array(reasons, type=pa.string()))
+
+
+def score_table(table: pa.Table, complexity: ScoreStage, quality: ScoreStage, aggregation: str = "sum") -> pa.Table:
+    """In-process scoring of a whole table: the reference path the Ray path must equal."""
+    return finalize_scores(quality(complexity(table)), aggregation)
