@@ -72,7 +72,7 @@ def digit_token_ids(tokenizer) -> list[int]:
         if tid is None or tid == tokenizer.unk_token_id:
             pieces = [t for t in tokenizer.encode(digit, add_special_tokens=False)
                       if tokenizer.decode([t]).strip()]
-            if len(pieces) != 1:
+            if len(pieces) != 1 or pieces[0] == tokenizer.unk_token_id:
                 raise ValueError(f"scorer tokenizer does not encode {digit!r} as a single token (got {pieces}); "
                                  "a Deita scorer needs the digits 1-6 as single tokens")
             tid = pieces[0]

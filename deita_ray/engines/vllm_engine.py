@@ -51,3 +51,9 @@ class VLLMEngine:
             first = result.outputs[0].logprobs[0]  # {token_id: Logprob} at the first generated position
             out[row] = [first[t].logprob for t in token_ids]
         return out
+
+    def close(self) -> None:
+        """Stop vLLM's engine-core process now rather than at interpreter exit."""
+        core = getattr(self.llm.llm_engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny models and a small pool built once per run, one local Ray session per run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    from deita_ray.tools.tiny_models import make_tiny_models
+
+    return make_tiny_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def pool_dir(tmp_path_factory) -> Path:
+    from deita_ray.tools.sample_pool import make_pool
+
+    path = tmp_path_factory.mktemp("pool")
+    make_pool(path, samples=300, seed=7)
+    return path
+
+
+@pytest.fixture(scope="session")
+def hf_configs(tiny_models):
+    from deita_ray.engines.base import EngineConfig
+
+    return {kind: EngineConfig(model=str(tiny_models[f"scorer-{kind}"]), engine="hf") for kind in ("complexity", "quality")}
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One embedded Ray for the whole run (starting Ray costs seconds); 4 logical CPUs so that
+    read tasks and two actor pools with fractional CPUs fit on a 2-core machine."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent (a fresh clone has no shared/)")
+    return SHARED_DATA

