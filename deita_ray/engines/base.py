@@ -35,8 +35,9 @@ class EngineConfig:
     dtype: str = "float32"          # float32 | bfloat16 | float16 | auto
     device: str = "auto"            # hf only: auto | cpu | cuda
     max_length: int | None = None   # context to allow; default: the model's own
-    batch_size: int = 64            # hf: prompts per forward pass (bucketed by length)
+    batch_size: int = 32            # hf: prompts per forward pass (bucketed by length); raise on GPUs
     max_batch_tokens: int = 32768   # hf: cap on padded tokens per forward pass
+    share_prefix: bool = True       # hf: run the prompts' common template prefix once per batch
     tensor_parallel_size: int = 1   # vllm: GPUs per replica
     gpu_memory_utilization: float | None = None  # vllm: default 0.85 on GPU, 0.2 of RAM on CPU builds
     enforce_eager: bool = False     # vllm: skip CUDA-graph capture (faster start, slower steps)

@@ -4,6 +4,11 @@ Prompts are sorted by length and cut into buckets (at most `batch_size` prompts 
 `max_batch_tokens` padded tokens each), left-padded with explicit position ids so that a
 padded row computes what it would alone, and only the last position's logits are
 materialised (`logits_to_keep=1`). Nothing is ever decoded.
+
+Every Deita prompt starts with the same template tokens, so the bucket's longest common
+token prefix is run once and its KV cache shared by all rows (exact: same ids, same
+positions); the rows then run only their own suffix. On short prompts that is a third to a
+half of the work.
 """
 
 from __future__ import annotations
@@ -28,6 +33,18 @@ def length_buckets(lengths: list[int], batch_size: int, max_batch_tokens: int) -
     if current:
         buckets.append(np.asarray(current))
     return buckets
+
+
+MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a second forward call
+
+
+def common_prefix_length(seqs: list[list[int]]) -> int:
+    """Length of the longest token prefix shared by all sequences, leaving each at least one token."""
+    first, limit = seqs[0], min(len(s) for s in seqs) - 1
+    n = 0
+    while n < limit and all(s[n] == first[n] for s in seqs):
+        n += 1
+    return n
 
 
 class HFEngine:
@@ -58,16 +75,33 @@ class HFEngine:
             raise ValueError("empty prompt")
         wanted = torch.tensor(token_ids, device=self.device)
         for bucket in length_buckets(lengths, self.config.batch_size, self.config.max_batch_tokens):
-            width = max(lengths[i] for i in bucket)
-            ids = torch.full((len(bucket), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(bucket), width), dtype=torch.long)
-            for row, i in enumerate(bucket):
-                ids[row, width - lengths[i]:] = torch.tensor(prompts[i])
-                mask[row, width - lengths[i]:] = 1
-            # Positions count real tokens only, as they would for the prompt alone.
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            seqs = [prompts[i] for i in bucket]
+            shared = common_prefix_length(seqs) if self.config.share_prefix else 0
             with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                    position_ids=positions.to(self.device), logits_to_keep=1, use_cache=False).logits
-            out[bucket] = logits[:, -1, :].index_select(-1, wanted).float().cpu().numpy()
+                logits = self._last_logits(seqs, shared if shared >= MIN_SHARED_PREFIX else 0)
+            out[bucket] = logits.index_select(-1, wanted).float().cpu().numpy()
         return out
+
+    def _last_logits(self, seqs: list[list[int]], shared: int):
+        """Logits after each sequence; the first `shared` tokens (identical in all) are run once."""
+        import torch
+
+        rows = len(seqs)
+        cache, prefix_mask = None, torch.ones((rows, shared), dtype=torch.long)
+        if shared:
+            prefix = torch.tensor([seqs[0][:shared]], device=self.device)
+            cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+            cache.batch_repeat_interleave(rows)
+        tails = [s[shared:] for s in seqs]
+        width = max(len(t) for t in tails)
+        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, width), dtype=torch.long)
+        for row, tail in enumerate(tails):
+            ids[row, width - len(tail):] = torch.tensor(tail)
+            mask[row, width - len(tail):] = 1
+        # Positions count real tokens only (prefix first), exactly as for the prompt alone.
+        positions = (shared + mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(input_ids=ids.to(self.device), attention_mask=torch.cat([prefix_mask, mask], -1).to(self.device),
+                            position_ids=positions.to(self.device), past_key_values=cache, use_cache=cache is not None,
+                            logits_to_keep=1).logits
+        return logits[:, -1, :]

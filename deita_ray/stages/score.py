@@ -34,11 +34,25 @@ class TurnScorer:
         # The prompt plus the one position whose logits we read must fit the context.
         self.max_prompt_tokens = self.engine.context_length - 1
 
+    def _render(self, fields: list[str]) -> str:
+        return complexity_prompt(fields[0]) if self.kind == "complexity" else quality_prompt(fields[0], fields[1])
+
+    def _fields(self, instruction: str, output: str) -> list[str]:
+        return [instruction] if self.kind == "complexity" else [instruction, output]
+
     def prompt_ids(self, instruction: str, output: str) -> tuple[list[int], bool]:
-        if self.kind == "complexity":
-            return fit_prompt(lambda f: complexity_prompt(f[0]), [instruction], self.tokenizer, self.max_prompt_tokens)
-        return fit_prompt(lambda f: quality_prompt(f[0], f[1]), [instruction, output], self.tokenizer,
-                          self.max_prompt_tokens)
+        return fit_prompt(self._render, self._fields(instruction, output), self.tokenizer, self.max_prompt_tokens)
+
+    def build_prompts(self, pairs: list[tuple[str, str]]) -> tuple[list[list[int]], list[bool]]:
+        """Token ids for many pairs: one batched tokenizer call, then explicit truncation of the few too long."""
+        if not pairs:
+            return [], []
+        ids = self.tokenizer([self._render(self._fields(q, a)) for q, a in pairs])["input_ids"]
+        truncated = [False] * len(ids)
+        for i, prompt in enumerate(ids):
+            if len(prompt) > self.max_prompt_tokens:
+                ids[i], truncated[i] = self.prompt_ids(*pairs[i])
+        return ids, truncated
 
     def digit_logits(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[str | None]]:
         """Logits for all prompts; if the batch fails, retry one by one so only the bad prompts lose their score."""
@@ -57,12 +71,11 @@ class TurnScorer:
 
     def score_pairs(self, pairs: list[tuple[str, str]]):
         """Scores, truncated flags, token counts and reasons for (instruction, response) pairs."""
-        built = [self.prompt_ids(q, a) for q, a in pairs]
-        prompts = [ids for ids, _ in built]
+        prompts, truncated = self.build_prompts(pairs)
         logits, engine_reasons = self.digit_logits(prompts) if prompts else (np.empty((0, 6)), [])
         scores, math_reasons = expected_scores(logits)
         reasons = [e or m for e, m in zip(engine_reasons, math_reasons)]
-        return scores, [t for _, t in built], [len(p) for p in prompts], reasons
+        return scores, truncated, [len(p) for p in prompts], reasons
 
 
 class ScoreStage:
