@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -123,7 +124,7 @@ def score_local(config: ScoreJobConfig, complexity: ScoreStage | None = None, qu
     started = time.time()
     complexity = complexity or ScoreStage("complexity", config.complexity)
     quality = quality or ScoreStage("quality", config.quality)
-    part = 0
+    part = done = 0
     for task in tasks:
         for good in read_and_quarantine(task, paths, config.block_rows):
             for offset in range(0, good.num_rows, config.batch_rows):
@@ -131,6 +132,9 @@ def score_local(config: ScoreJobConfig, complexity: ScoreStage | None = None, qu
                 scored = finalize_scores(quality(complexity(batch)), config.aggregation)
                 write_part(scored, paths["scored"], f"part-{part:05d}.parquet")
                 part += 1
+                done += batch.num_rows
+                if part % 10 == 0:
+                    print(f"  scored {done:,} samples ({done / (time.time() - started):.1f}/s)", file=sys.stderr, flush=True)
     return summarize(config.output, time.time() - started, config)
 
 

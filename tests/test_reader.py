@@ -93,6 +93,9 @@ def test_corrupt_files_fail_clearly(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"not a parquet file at all")
     with pytest.raises(InputError, match="cannot read"):
         plan_reads([str(tmp_path / "bad.parquet")])
+    (tmp_path / "object.json").write_text('{"data": []}')
+    with pytest.raises(InputError, match="must be a JSON array"):
+        plan_reads([str(tmp_path / "object.json")])
     (tmp_path / "bad.json").write_text('[{"instruction": "x", ')
     with pytest.raises(InputError, match="not valid JSON"):
         read_all(plan_reads([str(tmp_path / "bad.json")]))

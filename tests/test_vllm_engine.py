@@ -57,3 +57,28 @@ def test_scores_agree_between_engines(vllm_engine, hf_config, pool_dir):
         assert hf_row["truncated"] == vllm_row["truncated"]
         truncated += hf_row["truncated"]
     assert truncated > 0, "the comparison should include truncated prompts"
+
+
+@pytest.mark.ray
+def test_vllm_inside_ray_actors_equals_in_process_hf(ray_session, tiny_models, hf_configs, pool_dir, tmp_path):
+    """The way users run it: vLLM engines in Ray Data actor pools (one per scorer), against the in-process hf run."""
+    import pyarrow.parquet as pq
+
+    from deita_ray.engines.base import EngineConfig
+    from deita_ray.score_job import ScoreJobConfig, score_local, score_pool
+
+    def vllm(kind):
+        return EngineConfig(model=str(tiny_models[f"scorer-{kind}"]), engine="vllm", enforce_eager=True)
+
+    inputs = [str(pool_dir / "messages.parquet")]
+    on_ray = score_pool(ScoreJobConfig(inputs=inputs, output=str(tmp_path / "vllm"), complexity=vllm("complexity"),
+                                       quality=vllm("quality"), cpus_per_replica=0.5, batch_rows=32))
+    local = score_local(ScoreJobConfig(inputs=inputs, output=str(tmp_path / "hf"), complexity=hf_configs["complexity"],
+                                       quality=hf_configs["quality"]))
+    assert on_ray["reconciled"] and on_ray["rows_scored"] == local["rows_scored"] > 0
+    ours = {r["id"]: r for r in pq.read_table(str(tmp_path / "vllm" / "scored")).to_pylist()}
+    ref = {r["id"]: r for r in pq.read_table(str(tmp_path / "hf" / "scored")).to_pylist()}
+    assert ours.keys() == ref.keys()
+    for sid, row in ref.items():
+        np.testing.assert_allclose(ours[sid]["complexity_scores"], row["complexity_scores"], atol=1e-4)
+        np.testing.assert_allclose(ours[sid]["quality_scores"], row["quality_scores"], atol=1e-4)

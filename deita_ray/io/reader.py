@@ -133,6 +133,11 @@ def plan_reads(inputs: list[str], input_format: str | None = None, chunk_bytes: 
                     fmt = input_format or _peek_jsonl_format(fs, path)
                 else:
                     fmt = input_format
+                    with fs.open(path, "rb") as f:  # cheap check; the full parse happens in the read task
+                        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+                    if not head.startswith(b"["):
+                        raise InputError(f"{file_url}: a .json pool must be a JSON array of records "
+                                         "(use .jsonl for one record per line)")
             except InputError:
                 raise
             except Exception as exc:  # permission, corrupt Parquet footer, ...
