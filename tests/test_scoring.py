@@ -137,3 +137,23 @@ def test_engine_failure_gives_null_score_and_reason(tiny_models):
     final = finalize_scores(q(stage(table))).to_pylist()
     assert final[0]["evol_score"] is not None
     assert final[1]["evol_score"] is None and "engine error" in final[1]["score_reason"]  # no invented 3.0
+
+
+def test_repeated_prompts_are_scored_once_with_the_same_result(stages):
+    scorer = stages["complexity"].scorer
+    calls = []
+    real = scorer.engine.token_logits
+
+    def counting(prompts, ids):
+        calls.append(len(prompts))
+        return real(prompts, ids)
+
+    scorer.engine.token_logits = counting
+    try:
+        pairs = [("Why is that?", "a"), ("What is recursion?", "b"), ("Why is that?", "c")]
+        scores, _, tokens, _ = scorer.score_pairs(pairs)
+    finally:
+        scorer.engine.token_logits = real
+    assert calls == [2] and scores[0] == scores[2] and len(tokens) == 3
+    alone, *_ = scorer.score_pairs([("What is recursion?", "")])
+    assert scores[1] == pytest.approx(alone[0], abs=1e-6)

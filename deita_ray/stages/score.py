@@ -72,10 +72,14 @@ class TurnScorer:
     def score_pairs(self, pairs: list[tuple[str, str]]):
         """Scores, truncated flags, token counts and reasons for (instruction, response) pairs."""
         prompts, truncated = self.build_prompts(pairs)
-        logits, engine_reasons = self.digit_logits(prompts) if prompts else (np.empty((0, 6)), [])
+        # Identical prompts (e.g. the complexity prompt of a repeated "continue") are scored once.
+        first_seen: dict[tuple, int] = {}
+        slot = [first_seen.setdefault(tuple(p), len(first_seen)) for p in prompts]
+        unique = [list(p) for p in first_seen]
+        logits, engine_reasons = self.digit_logits(unique) if unique else (np.empty((0, 6)), [])
         scores, math_reasons = expected_scores(logits)
         reasons = [e or m for e, m in zip(engine_reasons, math_reasons)]
-        return scores, truncated, [len(p) for p in prompts], reasons
+        return scores[slot], truncated, [len(p) for p in prompts], [reasons[i] for i in slot]
 
 
 class ScoreStage:
