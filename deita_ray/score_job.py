@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deita_ray.engines.base import EngineConfig
-from deita_ray.io.reader import ReadTask, plan_reads, read_task
-from deita_ray.io.writer import clear_directory, count_rows, list_parts, part_name, read_columns, write_part
+from deita_ray.io.reader import plan_reads
+from deita_ray.io.writer import read_columns, write_part
+from deita_ray.job_io import prepare_output, read_and_quarantine, read_dataset, reconcile, stage_paths, write_json
 from deita_ray.prompts import AGGREGATIONS
 from deita_ray.stages.score import ScoreStage, finalize_scores
 
@@ -58,53 +59,17 @@ class ScoreJobConfig:
             raise ValueError("cpus_per_replica and gpus_per_replica must be >= 0")
 
 
-def _paths(output: str) -> dict[str, str]:
-    return {name: posixpath.join(output, name) for name in ("scored", "quarantine", "read_stats")}
-
-
-def read_and_quarantine(task: ReadTask, paths: dict[str, str], block_rows: int):
-    """Good blocks of one read task; its bad rows go to quarantine and its row count to read_stats,
-    an independent count the summary reconciles against what was written."""
-    key = f"{task.url}:{task.start}"
-    rows_read = 0
-    for index, (good, bad) in enumerate(read_task(task, block_rows=block_rows)):
-        rows_read += good.num_rows + bad.num_rows
-        if bad.num_rows:
-            write_part(bad, paths["quarantine"], part_name("read", key, index))
-        if good.num_rows:
-            yield good
-    stats = pa.table({"task": [key], "rows_read": pa.array([rows_read], pa.int64())})
-    write_part(stats, paths["read_stats"], part_name("read", key, 0))
-
-
-def read_blocks(batch: pa.Table, paths: dict[str, str], block_rows: int):
-    """Ray Data UDF: one row per read task in, Arrow blocks of good rows out."""
-    for task_row in batch.to_pylist():
-        yield from read_and_quarantine(ReadTask(**task_row), paths, block_rows)
-
-
-def _prepare_output(config: ScoreJobConfig) -> dict[str, str]:
-    paths = _paths(config.output)
-    existing = list_parts(paths["scored"]) + list_parts(paths["quarantine"])
-    if existing and not config.overwrite:
-        raise FileExistsError(f"{config.output} already holds scored output; pass --overwrite to replace it")
-    for path in paths.values():
-        clear_directory(path)
-    return paths
-
-
 def score_pool(config: ScoreJobConfig, ray_address: str | None = None) -> dict:
     """Run the scoring job on Ray (local embedded Ray unless an address/RAY_ADDRESS is given)."""
     import ray
 
     tasks = plan_reads(config.inputs, config.input_format, config.chunk_bytes)  # fails fast on bad paths
-    paths = _prepare_output(config)
+    paths = stage_paths(config.output, "score")
+    prepare_output(paths, config.overwrite)
     if not ray.is_initialized():
         ray.init(address=ray_address, **config.extra_ray_init)
     started = time.time()
-    ds = ray.data.from_items([asdict(t) for t in tasks], override_num_blocks=len(tasks))
-    ds = ds.map_batches(read_blocks, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
-                        fn_kwargs={"paths": paths, "block_rows": config.block_rows})
+    ds = read_dataset(tasks, paths, config.block_rows)
     for kind, engine in (("complexity", config.complexity), ("quality", config.quality)):
         ds = ds.map_batches(
             ScoreStage, fn_constructor_args=(kind, engine), batch_size=config.batch_rows, batch_format="pyarrow",
@@ -113,14 +78,15 @@ def score_pool(config: ScoreJobConfig, ray_address: str | None = None) -> dict:
         )
     ds = ds.map_batches(finalize_scores, fn_kwargs={"aggregation": config.aggregation}, batch_format="pyarrow",
                         num_cpus=0.25)
-    ds.write_parquet(paths["scored"])
+    ds.write_parquet(paths["out"])
     return summarize(config.output, time.time() - started, config)
 
 
 def score_local(config: ScoreJobConfig, complexity: ScoreStage | None = None, quality: ScoreStage | None = None) -> dict:
     """The same job in this process, no Ray: the reference the Ray path is tested against."""
     tasks = plan_reads(config.inputs, config.input_format, config.chunk_bytes)
-    paths = _prepare_output(config)
+    paths = stage_paths(config.output, "score")
+    prepare_output(paths, config.overwrite)
     started = time.time()
     complexity = complexity or ScoreStage("complexity", config.complexity)
     quality = quality or ScoreStage("quality", config.quality)
@@ -130,7 +96,7 @@ def score_local(config: ScoreJobConfig, complexity: ScoreStage | None = None, qu
             for offset in range(0, good.num_rows, config.batch_rows):
                 batch = good.slice(offset, config.batch_rows)
                 scored = finalize_scores(quality(complexity(batch)), config.aggregation)
-                write_part(scored, paths["scored"], f"part-{part:05d}.parquet")
+                write_part(scored, paths["out"], f"part-{part:05d}.parquet")
                 part += 1
                 done += batch.num_rows
                 if part % 10 == 0:
@@ -140,37 +106,26 @@ def score_local(config: ScoreJobConfig, complexity: ScoreStage | None = None, qu
 
 def summarize(output: str, seconds: float, config: ScoreJobConfig | None = None) -> dict:
     """Counts that must reconcile (rows in = scored + quarantined), flags and throughput; written as JSON."""
-    paths = _paths(output)
-    flags = read_columns(paths["scored"], ["truncated", "evol_score", "complexity_tokens", "quality_tokens"])
+    paths = stage_paths(output, "score")
+    flags = read_columns(paths["out"], ["truncated", "evol_score", "complexity_tokens", "quality_tokens"])
     scored = flags.num_rows if flags is not None else 0
-    quarantined = count_rows(paths["quarantine"])
-    tokens = 0
-    truncated = unscored = 0
-    if flags is not None and scored:
+    tokens = truncated = unscored = 0
+    if scored:
         tokens = int(pc.sum(flags.column("complexity_tokens")).as_py() + pc.sum(flags.column("quality_tokens")).as_py())
         truncated = int(pc.sum(pc.cast(flags.column("truncated"), pa.int64())).as_py())
         unscored = flags.column("evol_score").null_count
-    quarantine_reasons = {}
-    if quarantined:
-        reasons = read_columns(paths["quarantine"], ["reason"]).column("reason").to_pylist()
-        for reason in reasons:
-            quarantine_reasons[reason] = quarantine_reasons.get(reason, 0) + 1
-    read_stats = read_columns(paths["read_stats"], ["rows_read"])
-    rows_in = int(pc.sum(read_stats.column("rows_read")).as_py() or 0) if read_stats is not None else 0
+    counts = reconcile(paths, scored)
     summary = {
-        "rows_in": rows_in, "rows_scored": scored, "rows_quarantined": quarantined,
-        "reconciled": rows_in == scored + quarantined,
+        "rows_in": counts["rows_in"], "rows_scored": scored, "rows_quarantined": counts["rows_quarantined"],
+        "reconciled": counts["reconciled"],
         "rows_truncated": truncated, "rows_without_score": unscored, "prompt_tokens": tokens,
         "seconds": round(seconds, 3), "samples_per_s": round(scored / seconds, 2) if seconds else None,
         "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
-        "quarantine_reasons": quarantine_reasons, "output": output,
+        "quarantine_reasons": counts["quarantine_reasons"], "output": output,
     }
     if config is not None:
         summary["config"] = json.loads(json.dumps(asdict(config), default=str))
-    import fsspec
-
-    with fsspec.open(posixpath.join(output, "score_summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json(posixpath.join(output, "score_summary.json"), summary)
     return summary
 
 

@@ -1,0 +1,125 @@
+"""Deita's Repr Filter, block-resolved and exact (DESIGN.md §3).
+
+    from deita_ray.select import select_diverse
+    kept = select_diverse(embeddings, evol_scores, ids, budget=6000, threshold=0.9)
+
+Walk candidates in descending score (ties: id ascending, else position); keep a candidate if its
+cosine similarity to its nearest already-kept sample is <= tau (strict `>` rejects); the first is
+always kept; stop at the budget. In blocks of b candidates: one batched search against the kept
+index rejects for good (the kept set only grows), then survivors are resolved in order against
+the ones accepted earlier in the same block. The result equals the one-at-a-time loop for every
+b; `exact.py` makes that hold bit for bit even for similarities within rounding of tau.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from deita_ray.select.exact import decide_rows, exact_max_above, float32_error_bound
+
+
+@dataclass
+class FilterResult:
+    kept: list[int] = field(default_factory=list)              # positions, in selection order
+    rejected: list[int] = field(default_factory=list)          # positions, in visiting order
+    rejected_nearest: list[int] = field(default_factory=list)  # position of the nearest kept sample
+    rejected_similarity: list[float] = field(default_factory=list)
+    visited: int = 0                                           # candidates examined before the budget filled
+
+
+def selection_order(scores: np.ndarray, ids: list[str] | np.ndarray | None = None) -> np.ndarray:
+    """Positions by score descending, ties by id ascending (or by position when there are no ids)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN: drop unscored rows before selecting")
+    tie = np.arange(len(scores)) if ids is None else np.asarray(ids, dtype=str)
+    return np.lexsort((tie, -scores))
+
+
+def normalise_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def run_filter(blocks: Iterable[tuple[np.ndarray, np.ndarray]], index, budget: int, threshold: float) -> FilterResult:
+    """Core loop over (positions, float32 vectors) blocks already in selection order."""
+    if budget < 1:
+        raise ValueError("budget must be >= 1")
+    result = FilterResult()
+    for positions, block in blocks:
+        if len(result.kept) >= budget:
+            break
+        positions = np.asarray(positions)
+        exceeds, nearest, sims = index.query(block, threshold)
+        survivors = np.flatnonzero(~exceeds)
+        # Similarities among survivors, for the in-block resolution (float32 GEMM, exact near tau).
+        gram = block[survivors] @ block[survivors].T if len(survivors) > 1 else None
+        err = float32_error_bound(block.shape[1], float(np.max(np.linalg.norm(block, axis=1)))) if len(block) else 0.0
+        slot_of = {int(row): s for s, row in enumerate(survivors)}
+        accepted: list[int] = []   # rows of this block accepted so far
+        room = budget - len(result.kept)
+        for row in range(len(block)):
+            if len(accepted) >= room:
+                break
+            result.visited += 1
+            if exceeds[row]:
+                result.rejected.append(int(positions[row]))
+                result.rejected_nearest.append(result.kept[nearest[row]])
+                result.rejected_similarity.append(float(sims[row]))
+                continue
+            if accepted:
+                hit, j, sim = _exceeds_accepted(block, gram, slot_of, accepted, row, threshold, err)
+                if hit:
+                    result.rejected.append(int(positions[row]))
+                    result.rejected_nearest.append(int(positions[accepted[j]]))
+                    result.rejected_similarity.append(sim)
+                    continue
+            accepted.append(row)
+        index.add(block[accepted])
+        result.kept.extend(int(p) for p in positions[accepted])
+    return result
+
+
+def _exceeds_accepted(block, gram, slot_of, accepted, row, tau, err) -> tuple[bool, int, float]:
+    """Does `row` exceed tau against a row accepted earlier in this block? (exact near tau)"""
+    approx = gram[slot_of[row], [slot_of[a] for a in accepted]]
+    best = int(np.argmax(approx))
+    above, band = decide_rows(approx, tau, err)
+    if above.any():
+        j = int(np.flatnonzero(above)[0])
+        return True, j, float(approx[j])
+    if band.any():
+        hit, j, sim = exact_max_above(block[row], block[np.asarray(accepted)], tau)
+        if hit:
+            return True, j, sim
+    return False, best, float(approx[best])
+
+
+def iterate_blocks(vectors: np.ndarray, order: np.ndarray, block_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for start in range(0, len(order), block_size):
+        positions = order[start:start + block_size]
+        yield positions, np.ascontiguousarray(vectors[positions], dtype=np.float32)
+
+
+def repr_filter(embeddings: np.ndarray, scores: np.ndarray, ids=None, budget: int = 6000, threshold: float = 0.9,
+                block_size: int = 1024, index=None, normalize: bool = True) -> FilterResult:
+    """The whole filter in memory (or with `index` a RemoteKeptIndex on a Ray actor); see select_diverse."""
+    from deita_ray.select.kept_index import KeptIndex
+
+    vectors = normalise_rows(embeddings) if normalize else np.asarray(embeddings, dtype=np.float32)
+    if len(vectors) != len(scores):
+        raise ValueError(f"{len(vectors)} embeddings but {len(scores)} scores")
+    order = selection_order(scores, ids)
+    index = index if index is not None else KeptIndex(vectors.shape[1], capacity=min(budget, len(vectors)))
+    return run_filter(iterate_blocks(vectors, order, block_size), index, budget, threshold)
+
+
+def select_diverse(embeddings: np.ndarray, scores: np.ndarray, ids=None, budget: int = 6000, threshold: float = 0.9,
+                   block_size: int = 1024, index=None, normalize: bool = True) -> np.ndarray:
+    """Positions of the kept samples, in selection order (Deita's Repr Filter, exact for any block_size)."""
+    result = repr_filter(embeddings, scores, ids, budget, threshold, block_size, index, normalize)
+    return np.asarray(result.kept, dtype=np.int64)

@@ -1,0 +1,92 @@
+"""The embedding stage: one L2-normalised vector per conversation, over Arrow batches.
+
+Plain Python, no Ray: `EmbedStage(EmbedderConfig(...))(table)` appends `embedding`
+(fixed-size list of float16 or float32; null where it could not be computed), `embed_truncated`,
+`embed_tokens` and `embed_reason`. Conversations are rendered with the Vicuna v1.1 template
+(Deita embeds with the model to be trained, on that template); sentence-transformers models get
+the plain text by default, where a long constant system prompt would only blur similarities.
+Texts over the context keep their head (as the reference's tokenizer truncation does) and are flagged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from deita_ray.engines.base import load_tokenizer
+from deita_ray.engines.embedders import EmbedderConfig, make_embedder
+from deita_ray.io.formats import turn_pairs
+
+VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+                 "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+TEMPLATES = ("auto", "vicuna", "plain")
+
+
+def render_vicuna(conversation: list[dict]) -> str:
+    """FastChat's vicuna_v1.1: `{system} USER: {q} ASSISTANT: {a}</s>USER: ...` (system turns of the data are not used)."""
+    return VICUNA_SYSTEM + " " + "".join(f"USER: {q} ASSISTANT: {a}</s>" for q, a in turn_pairs(conversation))
+
+
+def render_plain(conversation: list[dict]) -> str:
+    return "\n\n".join(f"{q}\n{a}" for q, a in turn_pairs(conversation))
+
+
+class EmbedStage:
+    def __init__(self, config: EmbedderConfig, template: str = "auto", out_dtype: str = "float16", engine=None):
+        if template not in TEMPLATES:
+            raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
+        if out_dtype not in ("float16", "float32"):
+            raise ValueError("out_dtype must be float16 or float32")
+        self.config = config
+        self.render = render_plain if template == "plain" or (template == "auto" and config.takes_text) else render_vicuna
+        self.out_dtype = np.dtype(out_dtype)
+        self.engine = engine if engine is not None else make_embedder(config)
+        self.tokenizer = None if config.takes_text else load_tokenizer(config.model)
+
+    def inputs(self, texts: list[str]) -> tuple[list, list[bool], list[int]]:
+        """Engine inputs (token ids, or texts for sentence-transformers), truncated flags, token counts."""
+        limit = self.engine.context_length
+        if self.config.takes_text:
+            counts = self.engine.count_tokens(texts)
+            return texts, [n > limit for n in counts], [min(n, limit) for n in counts]
+        ids = self.tokenizer(texts)["input_ids"]
+        return [p[:limit] for p in ids], [len(p) > limit for p in ids], [min(len(p), limit) for p in ids]
+
+    def vectors(self, inputs: list) -> tuple[np.ndarray | None, list[str | None]]:
+        """Normalised vectors; a batch failure is retried row by row so only bad rows lose theirs."""
+        reasons: list[str | None] = [None] * len(inputs)
+        try:
+            raw = self.engine.embed(inputs)
+        except Exception:
+            rows = []
+            for i, item in enumerate(inputs):
+                try:
+                    rows.append(self.engine.embed([item])[0])
+                except Exception as exc:
+                    reasons[i] = f"engine error: {type(exc).__name__}: {exc}"[:500]
+                    rows.append(None)
+            dim = next((len(r) for r in rows if r is not None), 0)
+            raw = np.array([r if r is not None else np.full(dim, np.nan) for r in rows], dtype=np.float32)
+        raw = raw.astype(np.float32)
+        norms = np.linalg.norm(raw, axis=1) if len(raw) else np.empty(0)
+        for i, norm in enumerate(norms):
+            if reasons[i] is None and not np.isfinite(norm):
+                reasons[i] = "non-finite embedding"
+            elif reasons[i] is None and norm == 0:
+                reasons[i] = "zero embedding"
+        safe = np.where(np.isfinite(norms) & (norms > 0), norms, 1.0)
+        return raw / safe[:, None], reasons
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        texts = [self.render(conv) for conv in table.column("conversations").to_pylist()]
+        inputs, truncated, tokens = self.inputs(texts)
+        vectors, reasons = self.vectors(inputs) if texts else (np.empty((0, 0), np.float32), [])
+        dim = vectors.shape[1] if vectors.ndim == 2 and vectors.shape[1] else 1
+        values = pa.array(vectors.astype(self.out_dtype).reshape(-1) if vectors.size else np.empty(0, self.out_dtype))
+        mask = pa.array([r is not None for r in reasons], type=pa.bool_())
+        embedding = pa.FixedSizeListArray.from_arrays(values, dim, mask=mask) if len(texts) else \
+            pa.array([], type=pa.list_(pa.from_numpy_dtype(self.out_dtype), dim))
+        table = table.append_column("embedding", embedding)
+        table = table.append_column("embed_truncated", pa.array(truncated, type=pa.bool_()))
+        table = table.append_column("embed_tokens", pa.array(tokens, type=pa.int64()))
+        return table.append_column("embed_reason", pa.array(reasons, type=pa.string()))

@@ -1,0 +1,98 @@
+"""The Repr Filter: exact Deita semantics, and the block-resolved algorithm equal to one-at-a-time for every b."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deita_ray.select import repr_filter, select_diverse, selection_order
+from deita_ray.select.repr_filter import normalise_rows
+
+
+def naive_filter(vectors, scores, ids, budget, tau):
+    """The reference loop, one candidate at a time, every similarity an exactly rounded fsum."""
+    v = normalise_rows(vectors).astype(np.float64)
+    tie = list(range(len(scores))) if ids is None else list(ids)
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], tie[i]))
+    kept = []
+    for i in order:
+        if len(kept) == budget:
+            break
+        if all(math.fsum((v[i] * v[k]).tolist()) <= tau for k in kept):
+            kept.append(i)
+    return kept
+
+
+@st.composite
+def pools(draw):
+    n = draw(st.integers(1, 60))
+    d = draw(st.integers(2, 16))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, d)).astype(np.float32)
+    for _ in range(draw(st.integers(0, n // 2))):  # planted (near-)duplicates
+        a, b = rng.integers(0, n, 2)
+        noise = draw(st.sampled_from([0.0, 1e-6, 1e-3, 0.05, 0.3]))
+        vectors[a] = vectors[b] + noise * rng.standard_normal(d).astype(np.float32)
+    scores = rng.choice(draw(st.sampled_from([[1.0, 2.0], [1.0, 2.0, 3.0, 4.0], list(range(100))])), n).astype(float)
+    ids = None if draw(st.booleans()) else [f"id{j:03d}" for j in rng.permutation(n)]
+    unit = normalise_rows(vectors).astype(np.float64)
+    if n > 1 and draw(st.booleans()):  # tau exactly at, or one ulp around, an observed similarity
+        a, b = rng.choice(n, 2, replace=False)
+        tau = math.fsum((unit[a] * unit[b]).tolist())
+        tau = float(np.nextafter(tau, draw(st.sampled_from([-1.0, 1.0, tau]))))
+    else:
+        tau = draw(st.floats(-0.5, 1.0))
+    budget = draw(st.integers(1, n + 5))  # includes budgets larger than the pool
+    return vectors, scores, ids, budget, tau
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pools(), st.sampled_from([1, 2, 3, 5, 16, 64]))
+def test_blocked_filter_equals_one_at_a_time(pool, block_size):
+    vectors, scores, ids, budget, tau = pool
+    expected = naive_filter(vectors, scores, ids, budget, tau)
+    got = select_diverse(vectors, scores, ids, budget=budget, threshold=tau, block_size=block_size)
+    assert got.tolist() == expected
+
+
+def test_first_candidate_is_always_kept_and_rejection_is_strict():
+    v = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    scores = np.array([1.0, 3.0, 2.0])
+    # tau = 1.0: identical vectors have similarity exactly 1.0, which is not > 1.0, so both are kept.
+    assert select_diverse(v, scores, budget=10, threshold=1.0).tolist() == [1, 2, 0]
+    assert select_diverse(v, scores, budget=10, threshold=0.99).tolist() == [1, 2]
+    assert select_diverse(v, scores, budget=10, threshold=-1.0).tolist() == [1]  # first one always kept
+
+
+def test_ties_break_by_id_then_position():
+    v = np.eye(4, dtype=np.float32)
+    scores = np.array([5.0, 5.0, 5.0, 1.0])
+    assert select_diverse(v, scores, budget=4).tolist() == [0, 1, 2, 3]
+    assert select_diverse(v, scores, ids=["c", "a", "b", "z"], budget=4).tolist() == [1, 2, 0, 3]
+    assert selection_order(scores, ["c", "a", "b", "z"]).tolist() == [1, 2, 0, 3]
+
+
+def test_budget_stops_and_pool_exhaustion_returns_fewer():
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal((50, 32)).astype(np.float32)
+    scores = rng.random(50)
+    assert len(select_diverse(v, scores, budget=10, threshold=0.9)) == 10
+    many = select_diverse(np.repeat(v[:3], 10, axis=0), np.arange(30.0), budget=100, threshold=0.9)
+    assert len(many) == 3  # 30 candidates, 3 distinct directions
+
+
+def test_rejection_log_names_the_nearest_kept_sample():
+    v = np.array([[1, 0, 0], [0.99, 0.1, 0], [0, 1, 0], [0, 0.98, 0.2]], dtype=np.float32)
+    result = repr_filter(v, np.array([4.0, 3.0, 2.0, 1.0]), budget=10, threshold=0.9, block_size=2)
+    assert result.kept == [0, 2]
+    assert result.rejected == [1, 3] and result.rejected_nearest == [0, 2]
+    assert all(s > 0.9 for s in result.rejected_similarity)
+    assert result.visited == 4
+
+
+def test_nan_scores_are_refused():
+    with pytest.raises(ValueError, match="NaN"):
+        select_diverse(np.eye(2, dtype=np.float32), np.array([1.0, np.nan]), budget=1)
