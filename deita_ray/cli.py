@@ -14,15 +14,17 @@ deita-ray picks the best instruction-tuning samples out of a large pool, the Dei
 (Liu et al., ICLR 2024), on Ray.
 
 Typical session on a laptop (local Ray, CPU, tiny models, nothing downloaded):
-  deita-ray quickstart                         # models + pool + scoring, end to end
+  deita-ray quickstart                         # models + pool, then score, embed, select
 or step by step:
   deita-ray make-models models/                # tiny scorer/embedder models, built offline
   deita-ray make-pool pool/                    # a 3,000-sample pool in three formats
   deita-ray score pool/ -o out/ \\
       --complexity-model models/scorer-complexity --quality-model models/scorer-quality
+  deita-ray embed out/scored -o out/ --model all-MiniLM-L6-v2 --engine sentence-transformers
+  deita-ray select out/ --budget 1000 --threshold 0.9   # -> out/selection/selected.jsonl
 
 On a GPU cluster, with real Deita scorers and vLLM:
-  ray job submit --working-dir . -- deita-ray score s3://bucket/pool/ -o s3://bucket/out/ \\
+  ray job submit --working-dir . -- python -m deita_ray.cli score s3://bucket/pool/ -o s3://bucket/out/ \\
       --complexity-model hkust-nlp/deita-complexity-scorer --quality-model hkust-nlp/deita-quality-scorer \\
       --engine vllm --dtype bfloat16 --replicas 8 --gpus-per-replica 1
 """
@@ -42,13 +44,7 @@ def _add_score_arguments(p: argparse.ArgumentParser) -> None:
                    help="hf: prompts per forward pass, bucketed by length (32 suits CPUs; 128+ on GPUs)")
     g.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per engine replica (default 1)")
     g.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs (faster start; the CPU build needs it)")
-    r = p.add_argument_group("ray")
-    r.add_argument("--replicas", type=int, default=1, help="engine replicas (actors) per scorer (default 1)")
-    r.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs reserved per actor; fractional on small machines")
-    r.add_argument("--gpus-per-replica", type=float, default=0.0, help="GPUs per actor (= --tensor-parallel-size with vLLM)")
-    r.add_argument("--batch-rows", type=int, default=256, help="samples per batch handed to an actor (default 256)")
-    r.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
-    r.add_argument("--local", action="store_true", help="run in this process without Ray (small pools, debugging)")
+    _add_ray_arguments(p, "engine")
     d = p.add_argument_group("data")
     d.add_argument("--input-format", choices=["sharegpt", "alpaca", "messages"], help="force a format (default: detect per file)")
     d.add_argument("--aggregation", choices=["sum", "mean", "last"], default="sum",
@@ -80,6 +76,40 @@ def cmd_score(args) -> int:
     return 0 if summary["reconciled"] else 1
 
 
+def cmd_embed(args) -> int:
+    from deita_ray.embed_job import EmbedJobConfig, embed_local, embed_pool, format_summary
+    from deita_ray.engines.embedders import EmbedderConfig
+
+    embedder = EmbedderConfig(model=args.model, engine=args.engine, pooling=args.pooling, dtype=args.dtype,
+                              max_length=args.max_length, batch_size=args.batch_size,
+                              tensor_parallel_size=args.tensor_parallel_size, enforce_eager=args.enforce_eager)
+    config = EmbedJobConfig(inputs=args.inputs, output=args.output, embedder=embedder, template=args.template,
+                            out_dtype=args.store_dtype, input_format=args.input_format, replicas=args.replicas,
+                            cpus_per_replica=args.cpus_per_replica, gpus_per_replica=args.gpus_per_replica,
+                            batch_rows=args.batch_rows, overwrite=args.overwrite)
+    summary = embed_local(config) if args.local else embed_pool(config, ray_address=args.address)
+    print(format_summary(summary))
+    return 0 if summary["reconciled"] else 1
+
+
+def cmd_select(args) -> int:
+    from deita_ray.select_job import SelectJobConfig, format_summary, select_pool
+
+    run = args.run_dir
+    config = SelectJobConfig(
+        scored=args.scored or os.path.join(run, "scored"), output=args.output or os.path.join(run, "selection"),
+        embeddings=args.embeddings or (os.path.join(run, "embeddings") if args.strategy == "diverse" else None),
+        strategy=args.strategy, budget=args.budget, threshold=args.threshold, block_size=args.block_size,
+        seed=args.seed, index="local" if args.local else "actor", device=args.device, overwrite=args.overwrite)
+    if config.index == "actor":
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=args.address)
+    print(format_summary(select_pool(config)))
+    return 0
+
+
 def cmd_quickstart(args) -> int:
     from deita_ray.engines.base import EngineConfig
     from deita_ray.score_job import ScoreJobConfig, format_summary, score_pool
@@ -87,15 +117,15 @@ def cmd_quickstart(args) -> int:
     from deita_ray.tools.tiny_models import make_tiny_models
 
     work = args.workdir
-    print(f"[1/3] tiny models in {work}/models (built offline if missing)")
+    print(f"[1/5] tiny models in {work}/models (built offline if missing)")
     models = make_tiny_models(os.path.join(work, "models"))
     pool = os.path.join(work, "pool")
     if not os.path.exists(os.path.join(pool, "_manifest.json")):
-        print(f"[2/3] sample pool in {pool}")
+        print(f"[2/5] sample pool in {pool}")
         make_pool(pool, samples=args.samples)
     else:
-        print(f"[2/3] sample pool in {pool} (already there)")
-    print("[3/3] scoring on a local Ray (CPU)")
+        print(f"[2/5] sample pool in {pool} (already there)")
+    print("[3/5] scoring on a local Ray (CPU)")
     config = ScoreJobConfig(
         inputs=[pool], output=os.path.join(work, "out"),
         complexity=EngineConfig(model=str(models["scorer-complexity"]), engine=args.engine, enforce_eager=True),
@@ -104,7 +134,75 @@ def cmd_quickstart(args) -> int:
     )
     summary = score_pool(config, ray_address=args.address)
     print(format_summary(summary))
-    return 0 if summary["reconciled"] else 1
+    if not summary["reconciled"]:
+        return 1
+    from deita_ray.embed_job import EmbedJobConfig, embed_pool
+    from deita_ray.embed_job import format_summary as embed_summary
+    from deita_ray.engines.embedders import MINILM, EmbedderConfig
+    from deita_ray.select_job import SelectJobConfig, select_pool
+    from deita_ray.select_job import format_summary as select_summary
+
+    out = config.output
+    print(f"[4/5] embedding with {MINILM} (sentence-transformers, offline)")
+    embedded = embed_pool(EmbedJobConfig(inputs=[os.path.join(out, "scored")], output=out, overwrite=True,
+                                         embedder=EmbedderConfig(model=MINILM, engine="sentence-transformers"),
+                                         replicas=1, cpus_per_replica=0.5))
+    print(embed_summary(embedded))
+    print(f"[5/5] selecting {args.budget:,} samples: Repr Filter (tau 0.9) on a FAISS actor")
+    selected = select_pool(SelectJobConfig(scored=os.path.join(out, "scored"), embeddings=os.path.join(out, "embeddings"),
+                                           output=os.path.join(out, "selection"), budget=args.budget, overwrite=True))
+    print(select_summary(selected))
+    return 0 if embedded["reconciled"] else 1
+
+
+def _add_ray_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    r = p.add_argument_group("ray")
+    r.add_argument("--replicas", type=int, default=1, help=f"{what} replicas (actors) (default 1)")
+    r.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs reserved per actor; fractional on small machines")
+    r.add_argument("--gpus-per-replica", type=float, default=0.0, help="GPUs per actor (= --tensor-parallel-size with vLLM)")
+    r.add_argument("--batch-rows", type=int, default=256, help="samples per batch handed to an actor (default 256)")
+    r.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
+    r.add_argument("--local", action="store_true", help="run in this process without Ray (small pools, debugging)")
+
+
+def _add_embed_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="pool files/directories (e.g. OUT/scored from `deita-ray score`, which keeps ids)")
+    p.add_argument("-o", "--output", required=True, help="run directory: embeddings/, embed_quarantine/, embed_summary.json")
+    p.add_argument("--model", required=True,
+                   help="embedding model: a causal LM directory (Deita: the model you will train) or all-MiniLM-L6-v2")
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", choices=["hf", "vllm", "sentence-transformers"], default="hf",
+                   help="hf: transformers; vllm: vLLM pooling runner; sentence-transformers: its own pooling")
+    g.add_argument("--pooling", choices=["last", "mean"], default="last",
+                   help="last: hidden state of the last token (Deita's reference); mean: average over tokens")
+    g.add_argument("--template", choices=["auto", "vicuna", "plain"], default="auto",
+                   help="conversation rendering: vicuna v1.1 (default for causal LMs) or plain text (sentence-transformers)")
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    g.add_argument("--store-dtype", default="float16", choices=["float16", "float32"], help="dtype of the stored vectors")
+    g.add_argument("--max-length", type=int, help="context to allow (default: the model's); longer texts keep their head, flagged")
+    g.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+    g.add_argument("--tensor-parallel-size", type=int, default=1)
+    g.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs (the CPU build needs it)")
+    p.add_argument("--input-format", choices=["sharegpt", "alpaca", "messages"])
+    p.add_argument("--overwrite", action="store_true", help="replace existing embeddings")
+    _add_ray_arguments(p, "embedding engine")
+
+
+def _add_select_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", nargs="?", default=".", help="run directory holding scored/ and embeddings/ (default .)")
+    p.add_argument("--scored", help="scored Parquet directory (default RUN_DIR/scored)")
+    p.add_argument("--embeddings", help="embeddings directory (default RUN_DIR/embeddings)")
+    p.add_argument("-o", "--output", help="output directory (default RUN_DIR/selection)")
+    p.add_argument("--strategy", choices=["diverse", "random", "complexity", "quality", "evol", "length"], default="diverse",
+                   help="diverse: Deita's Repr Filter over evol score; the others are ablation baselines (top-m, no diversity)")
+    p.add_argument("--budget", type=int, default=6000, help="samples to select (paper: 6000 or 10000)")
+    p.add_argument("--threshold", type=float, default=0.9, help="tau: reject if nearest kept cosine similarity > tau")
+    p.add_argument("--block-size", type=int, default=1024, help="candidates per batched FAISS search (result is the same for any)")
+    p.add_argument("--seed", type=int, default=0, help="random strategy only")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="FAISS index device (auto: GPU if visible)")
+    p.add_argument("--local", action="store_true", help="keep the index in this process instead of a Ray actor")
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing selection")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,11 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deita-ray", description=MAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("quickstart", help="build tiny models and a sample pool if missing, then score it on a local Ray",
+    p = sub.add_parser("quickstart", help="tiny models + sample pool if missing, then score, embed and select on a local Ray",
                        description="The embedded default: local Ray, CPU, tiny models, the project's own pool.")
     p.add_argument("--workdir", default="deita-quickstart", help="where models/, pool/ and out/ go (default: deita-quickstart)")
     p.add_argument("--samples", type=int, default=3000, help="pool size (default 3000)")
     p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="scoring engine (default hf)")
+    p.add_argument("--budget", type=int, default=1000, help="samples to select (default 1000)")
     p.add_argument("--address", help="Ray address (default: start a local Ray)")
     p.set_defaults(func=cmd_quickstart)
 
@@ -129,6 +228,23 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_score_arguments(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("embed", help="embed every sample (Vicuna-rendered conversation -> L2-normalised vector)",
+                       description="Embed a pool on Ray Data actors: transformers or vLLM with last-token (Deita) or mean "
+                                   "pooling, or a sentence-transformers model. Vectors go to float16 .npy shards keyed "
+                                   "by sample id; bad rows to quarantine.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_embed_arguments(p)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("select", help="select the final set: Deita's Repr Filter on a FAISS actor, or a baseline",
+                       description="Walk the pool by evol score (descending; ties by id) and keep a sample unless its "
+                                   "cosine similarity to the nearest already-kept sample is > tau, until the budget is "
+                                   "full. Exact for any block size. Writes selected.parquet, selected.jsonl (ShareGPT) "
+                                   "and rejections.parquet.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_select_arguments(p)
+    p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("make-models", help="build tiny offline scorer and embedder models (for local runs and tests)",
                        description=tiny_models.__doc__.split("\n\n")[0])

@@ -1,0 +1,90 @@
+"""Embeddings on disk: float16/float32 `.npy` shards plus a Parquet index keyed by sample id.
+
+Layout under `<out>/embeddings/`: `vectors/emb-<hash>.npy` (one shard per batch, only rows that
+have a vector) and `index/*.parquet` (`id`, `shard`, `row`, `embed_truncated`, `embed_tokens`,
+`embed_reason`). Shards are named from their ids, so a retried batch overwrites rather than
+doubles. `EmbeddingStore.gather` reads arbitrary rows through memory maps: the selector streams
+candidates in score order without ever loading the pool's embeddings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import posixpath
+import tempfile
+
+import numpy as np
+import pyarrow as pa
+
+INDEX_COLUMNS = ["id", "shard", "row", "embed_truncated", "embed_tokens", "embed_reason"]
+
+
+def write_vector_shard(table: pa.Table, vectors_dir: str) -> pa.Table:
+    """Ray Data UDF after the embed stage: vectors to a .npy shard, the table to index rows."""
+    import fsspec
+
+    column = table.column("embedding").combine_chunks()
+    valid = np.asarray(column.is_valid())
+    ids = table.column("id").to_pylist()
+    shard = None
+    rows = np.full(len(ids), -1, dtype=np.int64)
+    if valid.any():
+        dim = column.type.list_size
+        values = column.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)
+        vectors = values.reshape(-1, dim)
+        shard = f"emb-{hashlib.sha1(chr(0).join(ids).encode('utf-8', 'surrogatepass')).hexdigest()[:20]}.npy"
+        buffer = io.BytesIO()
+        np.save(buffer, vectors)
+        fs, path = fsspec.core.url_to_fs(vectors_dir)
+        fs.makedirs(path, exist_ok=True)
+        with fs.open(posixpath.join(path, shard), "wb") as f:
+            f.write(buffer.getvalue())
+        rows[valid] = np.arange(int(valid.sum()))
+    shards = pa.array([shard if ok else None for ok in valid], type=pa.string())
+    out = table.select(["id", "embed_truncated", "embed_tokens", "embed_reason"])
+    return out.append_column("shard", shards).append_column("row", pa.array(rows))
+
+
+class EmbeddingStore:
+    def __init__(self, directory: str):
+        from deita_ray.io.writer import read_columns
+
+        self.directory = directory
+        self.index = read_columns(posixpath.join(directory, "index"), INDEX_COLUMNS)
+        if self.index is None:
+            raise FileNotFoundError(f"no embedding index under {directory}/index (run `deita-ray embed` first)")
+        self._maps: dict[str, np.ndarray] = {}
+        self._cache_dir = None
+
+    def _shard(self, name: str) -> np.ndarray:
+        if name not in self._maps:
+            import fsspec
+            from fsspec.implementations.local import LocalFileSystem
+
+            fs, path = fsspec.core.url_to_fs(posixpath.join(self.directory, "vectors", name))
+            if isinstance(fs, LocalFileSystem):
+                local = path
+            else:  # object stores: fetch the shard once into a local cache, then memory-map it
+                self._cache_dir = self._cache_dir or tempfile.mkdtemp(prefix="deita-emb-")
+                local = os.path.join(self._cache_dir, name)
+                fs.get(path, local)
+            self._maps[name] = np.load(local, mmap_mode="r")
+        return self._maps[name]
+
+    @property
+    def dim(self) -> int:
+        first = next(s for s in self.index.column("shard").to_pylist() if s is not None)
+        return int(self._shard(first).shape[1])
+
+    def gather(self, shards: list[str], rows: np.ndarray) -> np.ndarray:
+        """float32 vectors for (shard, row) pairs, in the order given."""
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        by_shard: dict[str, list[int]] = {}
+        for i, name in enumerate(shards):
+            by_shard.setdefault(name, []).append(i)
+        for name, where in by_shard.items():
+            where = np.asarray(where)
+            out[where] = self._shard(name)[rows[where]]
+        return out
