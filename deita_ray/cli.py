@@ -126,13 +126,19 @@ def cmd_quickstart(args) -> int:
     else:
         print(f"[2/5] sample pool in {pool} (already there)")
     print("[3/5] scoring on a local Ray (CPU)")
+    import ray
+
+    if not ray.is_initialized():
+        # Logical CPUs above the core count: fractional-CPU actors plus read tasks must all fit,
+        # or the read tasks starve (see README); the work itself still runs on the real cores.
+        ray.init(address=args.address, num_cpus=None if args.address else max(4, os.cpu_count() or 1))
     config = ScoreJobConfig(
         inputs=[pool], output=os.path.join(work, "out"),
         complexity=EngineConfig(model=str(models["scorer-complexity"]), engine=args.engine, enforce_eager=True),
         quality=EngineConfig(model=str(models["scorer-quality"]), engine=args.engine, enforce_eager=True),
         replicas=1, cpus_per_replica=0.5, overwrite=True,
     )
-    summary = score_pool(config, ray_address=args.address)
+    summary = score_pool(config)
     print(format_summary(summary))
     if not summary["reconciled"]:
         return 1
@@ -146,7 +152,7 @@ def cmd_quickstart(args) -> int:
     print(f"[4/5] embedding with {MINILM} (sentence-transformers, offline)")
     embedded = embed_pool(EmbedJobConfig(inputs=[os.path.join(out, "scored")], output=out, overwrite=True,
                                          embedder=EmbedderConfig(model=MINILM, engine="sentence-transformers"),
-                                         replicas=1, cpus_per_replica=0.5))
+                                         replicas=2, cpus_per_replica=1))
     print(embed_summary(embedded))
     print(f"[5/5] selecting {args.budget:,} samples: Repr Filter (tau 0.9) on a FAISS actor")
     selected = select_pool(SelectJobConfig(scored=os.path.join(out, "scored"), embeddings=os.path.join(out, "embeddings"),

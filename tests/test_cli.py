@@ -50,6 +50,18 @@ def test_make_pool_then_local_score(tmp_path, capsys, tiny_models):
     assert summary["rows_scored"] == 60 and summary["rows_quarantined"] == manifest["malformed"]
     assert summary["config"]["aggregation"] == "mean"
 
+    # ... then embed and select from the same run directory, as the README shows.
+    out = tmp_path / "out"
+    assert main(["embed", str(out / "scored"), "-o", str(out), "--local", "--model", str(tiny_models["embedder"])]) == 0
+    assert "(= embedded rows + quarantined)" in capsys.readouterr().out
+    assert main(["select", str(out), "--local", "--budget", "20", "--threshold", "0.99"]) == 0
+    printed = capsys.readouterr().out
+    assert "selected             20" in printed and "rejections.parquet" in printed
+    lines = (out / "selection" / "selected.jsonl").read_text().splitlines()
+    assert len(lines) == 20 and json.loads(lines[0])["conversations"]
+    assert main(["select", str(out), "--local", "--strategy", "length", "--budget", "5", "-o", str(out / "longest")]) == 0
+    assert len((out / "longest" / "selected.jsonl").read_text().splitlines()) == 5
+
 
 def test_console_script_is_installed():
     exe = Path(sys.executable).with_name("deita-ray")

@@ -82,3 +82,26 @@ def test_vllm_inside_ray_actors_equals_in_process_hf(ray_session, tiny_models, h
     for sid, row in ref.items():
         np.testing.assert_allclose(ours[sid]["complexity_scores"], row["complexity_scores"], atol=1e-4)
         np.testing.assert_allclose(ours[sid]["quality_scores"], row["quality_scores"], atol=1e-4)
+
+
+def test_vllm_embeddings_agree_with_transformers(tiny_models, pool_dir):
+    """vLLM's pooling runner (LAST pooling) and the transformers embedder give the same vectors."""
+    pytest.importorskip("vllm")
+    from deita_ray.engines.embedders import EmbedderConfig, VLLMEmbedder
+    from deita_ray.stages.embed import EmbedStage
+
+    pool, _ = read_all(plan_reads([str(pool_dir / "sharegpt.jsonl")]))
+    batch = pool.slice(0, 40)
+    path = str(tiny_models["embedder"])
+    hf = EmbedStage(EmbedderConfig(model=path, max_length=CONTEXT), out_dtype="float32")(batch)
+    engine = VLLMEmbedder(EmbedderConfig(model=path, engine="vllm", max_length=CONTEXT, enforce_eager=True))
+    try:
+        ours = EmbedStage(EmbedderConfig(model=path, engine="vllm", max_length=CONTEXT), out_dtype="float32",
+                          engine=engine)(batch)
+    finally:
+        engine.close()
+    a = np.asarray(hf.column("embedding").to_pylist(), dtype=np.float32)
+    b = np.asarray(ours.column("embedding").to_pylist(), dtype=np.float32)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    assert hf.column("embed_truncated").to_pylist() == ours.column("embed_truncated").to_pylist()
+    assert any(hf.column("embed_truncated").to_pylist())  # truncation compared too

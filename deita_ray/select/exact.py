@@ -33,21 +33,21 @@ def exact_dot(x: np.ndarray, y: np.ndarray) -> float:
     return math.fsum((x.astype(np.float64) * y.astype(np.float64)).tolist())
 
 
-def exact_max_above(x: np.ndarray, kept: np.ndarray, tau: float) -> tuple[bool, int, float]:
-    """(any exact sim(x, kept_j) > tau, argmax j, that similarity), computed exactly where it matters."""
-    if len(kept) == 0:
+def exact_above(x: np.ndarray, kept: np.ndarray, approx: np.ndarray, tau: float, err: float) -> tuple[bool, int, float]:
+    """Is the exact sim(x, kept_j) > tau for some j? `approx` holds the float32 similarities of x
+    to every kept vector, each within `err` of exact. Only entries inside the band get an exact
+    (fsum) dot product, so this costs nothing when no similarity is close to tau.
+    Returns (decision, the deciding or nearest j, its similarity)."""
+    if len(approx) == 0:
         return False, -1, float("-inf")
-    s64 = kept.astype(np.float64) @ x.astype(np.float64)
-    norm = float(np.linalg.norm(x)) * float(np.max(np.linalg.norm(kept, axis=1)))
-    err = 2.0 * _gamma(x.shape[0] + 1, _U64) * norm
-    best = int(np.argmax(s64))
-    if s64[best] > tau + err:
-        return True, best, float(s64[best])
-    for j in np.flatnonzero(np.abs(s64 - tau) <= err):  # the only ones float64 cannot decide
+    best = int(np.argmax(approx))
+    if approx[best] > tau + err:
+        return True, best, float(approx[best])
+    for j in np.flatnonzero(approx >= tau - err):
         exact = exact_dot(x, kept[j])
         if exact > tau:
             return True, int(j), exact
-    return False, best, float(s64[best])
+    return False, best, float(approx[best])
 
 
 def decide_rows(approx: np.ndarray, tau: float, err: float) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deita_ray.select.exact import decide_rows, exact_max_above, float32_error_bound
+from deita_ray.select.exact import decide_rows, exact_above, float32_error_bound
 
 
 def gpu_available() -> bool:
@@ -52,13 +52,17 @@ class KeptIndex:
         sims, nearest = self.index.search(np.ascontiguousarray(block, dtype=np.float32), 1)
         sims, nearest = sims[:, 0].copy(), nearest[:, 0].copy()
         norm = max(self.max_norm, float(np.max(np.linalg.norm(block, axis=1))))
-        exceeds, band = decide_rows(sims, tau, float32_error_bound(self.dim, norm))
-        kept = self._vectors[: self.count]
-        for i in np.flatnonzero(band):
-            above, j, sim = exact_max_above(block[i], kept, tau)
-            exceeds[i] = above
-            if above:
-                nearest[i], sims[i] = j, sim
+        err = float32_error_bound(self.dim, norm)
+        exceeds, band = decide_rows(sims, tau, err)
+        undecided = np.flatnonzero(band)
+        if len(undecided):
+            kept = self._vectors[: self.count]
+            approx = block[undecided] @ kept.T  # float32 similarities to every kept vector, each within err
+            for row, i in enumerate(undecided):
+                above, j, sim = exact_above(block[i], kept, approx[row], tau, err)
+                exceeds[i] = above
+                if above:
+                    nearest[i], sims[i] = j, sim
         return exceeds, nearest, sims
 
     def add(self, vectors: np.ndarray) -> None:

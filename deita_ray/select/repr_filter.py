@@ -13,12 +13,14 @@ b; `exact.py` makes that hold bit for bit even for similarities within rounding 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from deita_ray.select.exact import decide_rows, exact_max_above, float32_error_bound
+from deita_ray.select.exact import exact_above, float32_error_bound
 
 
 @dataclass
@@ -45,10 +47,28 @@ def normalise_rows(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
+def numpy_blas_single_thread():
+    """Run numpy's own BLAS single-threaded: its idle threads spin and, measured on a 2-core machine,
+    halve the speed of FAISS's BLAS (a separate copy) when the two alternate, as they do here.
+    The in-block work numpy does is small; the big GEMM is FAISS's."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return contextlib.nullcontext()
+    controller = ThreadpoolController()
+    prefixes = [lib.prefix for lib in controller.lib_controllers if "numpy" in lib.filepath]
+    return controller.select(prefix=prefixes).limit(limits=1) if prefixes else contextlib.nullcontext()
+
+
 def run_filter(blocks: Iterable[tuple[np.ndarray, np.ndarray]], index, budget: int, threshold: float) -> FilterResult:
     """Core loop over (positions, float32 vectors) blocks already in selection order."""
     if budget < 1:
         raise ValueError("budget must be >= 1")
+    with numpy_blas_single_thread():
+        return _run_filter(blocks, index, budget, threshold)
+
+
+def _run_filter(blocks, index, budget: int, threshold: float) -> FilterResult:
     result = FilterResult()
     for positions, block in blocks:
         if len(result.kept) >= budget:
@@ -56,14 +76,21 @@ def run_filter(blocks: Iterable[tuple[np.ndarray, np.ndarray]], index, budget: i
         positions = np.asarray(positions)
         exceeds, nearest, sims = index.query(block, threshold)
         survivors = np.flatnonzero(~exceeds)
-        # Similarities among survivors, for the in-block resolution (float32 GEMM, exact near tau).
-        gram = block[survivors] @ block[survivors].T if len(survivors) > 1 else None
+        slot = np.full(len(block), -1, dtype=np.int64)
+        slot[survivors] = np.arange(len(survivors))
         err = float32_error_bound(block.shape[1], float(np.max(np.linalg.norm(block, axis=1)))) if len(block) else 0.0
-        slot_of = {int(row): s for s, row in enumerate(survivors)}
-        accepted: list[int] = []   # rows of this block accepted so far
+        # Similarities among survivors, for the in-block resolution (float32 GEMM, exact near tau).
+        gram = block[survivors] @ block[survivors].T
+        # A survivor whose similarity to every earlier survivor is certainly <= tau cannot be
+        # rejected inside the block (the accepted rows are a subset of the earlier survivors).
+        earlier = np.where(_strictly_lower(len(survivors)), gram, -np.inf)
+        needs_check = earlier.max(axis=1, initial=-np.inf) >= threshold - err
+        accepted_slots = np.empty(len(survivors), dtype=np.int64)
+        n_accepted = 0
+        accepted_rows: list[int] = []
         room = budget - len(result.kept)
         for row in range(len(block)):
-            if len(accepted) >= room:
+            if n_accepted >= room:
                 break
             result.visited += 1
             if exceeds[row]:
@@ -71,32 +98,38 @@ def run_filter(blocks: Iterable[tuple[np.ndarray, np.ndarray]], index, budget: i
                 result.rejected_nearest.append(result.kept[nearest[row]])
                 result.rejected_similarity.append(float(sims[row]))
                 continue
-            if accepted:
-                hit, j, sim = _exceeds_accepted(block, gram, slot_of, accepted, row, threshold, err)
+            s = slot[row]
+            if n_accepted and needs_check[s]:
+                hit, j, sim = _exceeds_accepted(block, gram[s, accepted_slots[:n_accepted]], accepted_rows, row,
+                                                threshold, err)
                 if hit:
                     result.rejected.append(int(positions[row]))
-                    result.rejected_nearest.append(int(positions[accepted[j]]))
+                    result.rejected_nearest.append(int(positions[accepted_rows[j]]))
                     result.rejected_similarity.append(sim)
                     continue
-            accepted.append(row)
-        index.add(block[accepted])
-        result.kept.extend(int(p) for p in positions[accepted])
+            accepted_slots[n_accepted] = s
+            n_accepted += 1
+            accepted_rows.append(row)
+        index.add(block[accepted_rows])
+        result.kept.extend(int(p) for p in positions[accepted_rows])
     return result
 
 
-def _exceeds_accepted(block, gram, slot_of, accepted, row, tau, err) -> tuple[bool, int, float]:
+@functools.lru_cache(maxsize=4)
+def _strictly_lower(n: int) -> np.ndarray:
+    return np.tri(n, k=-1, dtype=bool)
+
+
+def _exceeds_accepted(block, approx, accepted_rows, row, tau, err) -> tuple[bool, int, float]:
     """Does `row` exceed tau against a row accepted earlier in this block? (exact near tau)"""
-    approx = gram[slot_of[row], [slot_of[a] for a in accepted]]
     best = int(np.argmax(approx))
-    above, band = decide_rows(approx, tau, err)
-    if above.any():
-        j = int(np.flatnonzero(above)[0])
-        return True, j, float(approx[j])
-    if band.any():
-        hit, j, sim = exact_max_above(block[row], block[np.asarray(accepted)], tau)
-        if hit:
-            return True, j, sim
-    return False, best, float(approx[best])
+    if approx[best] > tau + err:
+        return True, best, float(approx[best])
+    band = np.flatnonzero(approx >= tau - err)
+    if len(band) == 0:
+        return False, best, float(approx[best])
+    hit, j, sim = exact_above(block[row], block[np.asarray(accepted_rows)[band]], approx[band], tau, err)
+    return (True, int(band[j]), sim) if hit else (False, best, float(approx[best]))
 
 
 def iterate_blocks(vectors: np.ndarray, order: np.ndarray, block_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
