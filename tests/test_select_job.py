@@ -130,3 +130,14 @@ def test_embed_job_on_ray_equals_in_process(ray_session, tiny_models, pool_dir, 
     ids = sorted(refs[0])
     vecs = [s.gather([r[i][0] for i in ids], np.asarray([r[i][1] for i in ids])) for s, r in zip(stores, refs)]
     np.testing.assert_allclose(vecs[0], vecs[1], atol=1e-3)  # float16 storage; batches differ between runs
+
+
+def test_duplicate_ids_are_refused(run_dir, tmp_path):
+    import shutil
+
+    parts = sorted((run_dir / "scored").glob("*.parquet"))
+    (tmp_path / "scored").mkdir()
+    shutil.copy(parts[0], tmp_path / "scored" / "a.parquet")
+    shutil.copy(parts[0], tmp_path / "scored" / "b.parquet")  # the same rows twice
+    with pytest.raises(ValueError, match="duplicate sample ids"):
+        select_pool(SelectJobConfig(scored=str(tmp_path / "scored"), output=str(tmp_path / "sel"), strategy="evol"))
