@@ -14,7 +14,7 @@ deita-ray picks the best instruction-tuning samples out of a large pool, the Dei
 (Liu et al., ICLR 2024), on Ray.
 
 Typical session on a laptop (local Ray, CPU, tiny models, nothing downloaded):
-  deita-ray quickstart                         # models + pool, then score, embed, select
+  deita-ray run quickstart                     # models + pool, then score, embed, select, report
 or step by step:
   deita-ray make-models models/                # tiny scorer/embedder models, built offline
   deita-ray make-pool pool/                    # a 3,000-sample pool in three formats
@@ -111,55 +111,30 @@ def cmd_select(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from deita_ray.config import load_config
+    from deita_ray.pipeline import format_run, run_pipeline
+
+    overrides = list(args.set or [])
+    if args.output:
+        overrides.append(f"output={args.output}")
+    if args.overwrite:
+        overrides.append("overwrite=true")
+    config = load_config(args.config, overrides)
+    run = run_pipeline(config)
+    print(format_run(run))
+    return 0 if all(s.get("reconciled", True) for s in run["stages"].values()) else 1
+
+
 def cmd_quickstart(args) -> int:
-    from deita_ray.engines.base import EngineConfig
-    from deita_ray.score_job import ScoreJobConfig, format_summary, score_pool
-    from deita_ray.tools.sample_pool import make_pool
-    from deita_ray.tools.tiny_models import make_tiny_models
-
-    work = args.workdir
-    print(f"[1/5] tiny models in {work}/models (built offline if missing)")
-    models = make_tiny_models(os.path.join(work, "models"))
-    pool = os.path.join(work, "pool")
-    if not os.path.exists(os.path.join(pool, "_manifest.json")):
-        print(f"[2/5] sample pool in {pool}")
-        make_pool(pool, samples=args.samples)
-    else:
-        print(f"[2/5] sample pool in {pool} (already there)")
-    print("[3/5] scoring on a local Ray (CPU)")
-    import ray
-
-    if not ray.is_initialized():
-        # Logical CPUs above the core count: fractional-CPU actors plus read tasks must all fit,
-        # or the read tasks starve (see README); the work itself still runs on the real cores.
-        ray.init(address=args.address, num_cpus=None if args.address else max(4, os.cpu_count() or 1))
-    config = ScoreJobConfig(
-        inputs=[pool], output=os.path.join(work, "out"),
-        complexity=EngineConfig(model=str(models["scorer-complexity"]), engine=args.engine, enforce_eager=True),
-        quality=EngineConfig(model=str(models["scorer-quality"]), engine=args.engine, enforce_eager=True),
-        replicas=1, cpus_per_replica=0.5, overwrite=True,
-    )
-    summary = score_pool(config)
-    print(format_summary(summary))
-    if not summary["reconciled"]:
-        return 1
-    from deita_ray.embed_job import EmbedJobConfig, embed_pool
-    from deita_ray.embed_job import format_summary as embed_summary
-    from deita_ray.engines.embedders import MINILM, EmbedderConfig
-    from deita_ray.select_job import SelectJobConfig, select_pool
-    from deita_ray.select_job import format_summary as select_summary
-
-    out = config.output
-    print(f"[4/5] embedding with {MINILM} (sentence-transformers, offline)")
-    embedded = embed_pool(EmbedJobConfig(inputs=[os.path.join(out, "scored")], output=out, overwrite=True,
-                                         embedder=EmbedderConfig(model=MINILM, engine="sentence-transformers"),
-                                         replicas=2, cpus_per_replica=1))
-    print(embed_summary(embedded))
-    print(f"[5/5] selecting {args.budget:,} samples: Repr Filter (tau 0.9) on a FAISS actor")
-    selected = select_pool(SelectJobConfig(scored=os.path.join(out, "scored"), embeddings=os.path.join(out, "embeddings"),
-                                           output=os.path.join(out, "selection"), budget=args.budget, overwrite=True))
-    print(select_summary(selected))
-    return 0 if embedded["reconciled"] else 1
+    args.config = "quickstart"
+    args.set = [f"select.budget={args.budget}", f"sample_pool.samples={args.samples}"]
+    if args.workdir:
+        args.set += [f"output={args.workdir}/out", f"models_dir={args.workdir}/models", f"sample_pool.dir={args.workdir}/pool"]
+    if args.engine:
+        args.set.append(f"score.engine={args.engine}")
+    args.output, args.overwrite = None, False
+    return cmd_run(args)
 
 
 def _add_ray_arguments(p: argparse.ArgumentParser, what: str) -> None:
@@ -220,13 +195,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deita-ray", description=MAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("quickstart", help="tiny models + sample pool if missing, then score, embed and select on a local Ray",
+    p = sub.add_parser("run", help="the whole job from a YAML config: score, embed, select, report",
+                       description="Run pool -> scores -> embeddings -> selection -> report as one Ray job. CONFIG is "
+                                   "a YAML file or a shipped name (quickstart, deita-6k, deita-10k). Rerunning "
+                                   "continues at the first unfinished stage.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  deita-ray run quickstart\n"
+                              "  deita-ray run my.yaml --set select.budget=10000 --set score.replicas=4")
+    p.add_argument("config", help="YAML config file, or quickstart / deita-6k / deita-10k")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set select.budget=500 (repeatable)")
+    p.add_argument("-o", "--output", help="shortcut for --set output=DIR")
+    p.add_argument("--overwrite", action="store_true", help="redo every stage even if a finished one is there")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("quickstart", help="= run quickstart: tiny models and a sample pool, then score, embed, select",
                        description="The embedded default: local Ray, CPU, tiny models, the project's own pool.")
-    p.add_argument("--workdir", default="deita-quickstart", help="where models/, pool/ and out/ go (default: deita-quickstart)")
+    p.add_argument("--workdir", default=None, help="where models/, pool/ and out/ go (default: deita-quickstart)")
     p.add_argument("--samples", type=int, default=3000, help="pool size (default 3000)")
-    p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="scoring engine (default hf)")
+    p.add_argument("--engine", choices=["hf", "vllm"], default=None, help="scoring engine (default hf)")
     p.add_argument("--budget", type=int, default=1000, help="samples to select (default 1000)")
-    p.add_argument("--address", help="Ray address (default: start a local Ray)")
     p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("score", help="score every turn of every sample for Deita complexity and quality",
@@ -273,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (InputError, FileExistsError, ValueError) as exc:
+    except (InputError, FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"deita-ray: error: {exc}", file=sys.stderr)
         return 2
 

@@ -122,6 +122,12 @@ def _diverse(config: SelectJobConfig, table: pa.Table) -> tuple[np.ndarray, pa.T
         "nearest_kept_id": pa.array(ids[result.rejected_nearest].tolist() if result.rejected else [], pa.string()),
         "similarity": pa.array(result.rejected_similarity, pa.float64()),
     })
+    visited_ids = ids[order[: result.visited]].tolist() if result.visited else []
+    visits = pa.table({"id": pa.array(visited_ids, pa.string()),
+                       "evol_score": pa.array(table.column("evol_score").to_numpy()[order[: result.visited]], pa.float64()),
+                       "accepted": pa.array(result.visit_accepted, pa.bool_()),
+                       "nearest_kept_similarity": pa.array(result.visit_similarity, pa.float64())})
+    write_part(visits, config.output, "visits.parquet")
     return np.asarray(result.kept, dtype=np.int64), rejections, {"visited": result.visited, "index": backend}
 
 

@@ -30,6 +30,10 @@ class FilterResult:
     rejected_nearest: list[int] = field(default_factory=list)  # position of the nearest kept sample
     rejected_similarity: list[float] = field(default_factory=list)
     visited: int = 0                                           # candidates examined before the budget filled
+    # Every visited candidate in visiting order: accepted or not, and the similarity to its nearest
+    # sample kept in an earlier block (float32; -inf for the first block), for reports.
+    visit_accepted: list[bool] = field(default_factory=list)
+    visit_similarity: list[float] = field(default_factory=list)
 
 
 def selection_order(scores: np.ndarray, ids: list[str] | np.ndarray | None = None) -> np.ndarray:
@@ -93,6 +97,8 @@ def _run_filter(blocks, index, budget: int, threshold: float) -> FilterResult:
             if n_accepted >= room:
                 break
             result.visited += 1
+            result.visit_similarity.append(float(sims[row]))
+            result.visit_accepted.append(False)
             if exceeds[row]:
                 result.rejected.append(int(positions[row]))
                 result.rejected_nearest.append(result.kept[nearest[row]])
@@ -107,6 +113,7 @@ def _run_filter(blocks, index, budget: int, threshold: float) -> FilterResult:
                     result.rejected_nearest.append(int(positions[accepted_rows[j]]))
                     result.rejected_similarity.append(sim)
                     continue
+            result.visit_accepted[-1] = True
             accepted_slots[n_accepted] = s
             n_accepted += 1
             accepted_rows.append(row)
