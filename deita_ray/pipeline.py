@@ -89,7 +89,7 @@ def run_pipeline(config: RunConfig, log=print) -> dict:
                                input_format=config.input_format, aggregation=sc.aggregation, replicas=sc.replicas,
                                cpus_per_replica=sc.cpus_per_replica, gpus_per_replica=sc.gpus_per_replica,
                                batch_rows=sc.batch_rows, overwrite=True)
-    fp = _fingerprint(dataclasses.asdict(score_cfg))
+    fp = score_fp = _fingerprint(dataclasses.asdict(score_cfg))
     summary = None if config.overwrite else _done(out, "score", fp)
     if summary:
         log("[1/3] scoring: already done for this config, skipped")
@@ -105,7 +105,9 @@ def run_pipeline(config: RunConfig, log=print) -> dict:
     embed_cfg = EmbedJobConfig(inputs=[posixpath.join(out, "scored")], output=out, embedder=embedder, template=em.template,
                                out_dtype=em.store_dtype, replicas=em.replicas, cpus_per_replica=em.cpus_per_replica,
                                gpus_per_replica=em.gpus_per_replica, batch_rows=em.batch_rows, overwrite=True)
-    fp = _fingerprint(dataclasses.asdict(embed_cfg), stats["score"]["rows_out"])
+    # Chained on the scoring stage's record: whatever re-ran upstream (other inputs, other config),
+    # embedding runs again on what it produced.
+    fp = _fingerprint(dataclasses.asdict(embed_cfg), score_fp)
     summary = None if config.overwrite else _done(out, "embed", fp)
     if summary:
         log("[2/3] embedding: already done for this config, skipped")

@@ -1,0 +1,60 @@
+"""`deita-ray run` configs: shipped configs load, presets apply, and every mistake is a clear error naming its key."""
+
+import pytest
+
+from deita_ray.config import ConfigError, load_config
+
+
+def test_shipped_configs_load():
+    quick = load_config("quickstart")
+    assert quick.select.budget == 1000 and quick.score.complexity_model == "tiny:scorer-complexity"
+    for name, budget in (("deita-6k", 6000), ("deita-10k", 10000)):
+        config = load_config(name)
+        assert config.select.budget == budget and config.select.threshold == 0.9
+        assert config.select.strategy == "diverse" and config.score.aggregation == "sum"
+        assert config.score.engine == "vllm"
+
+
+def test_overrides_are_typed():
+    config = load_config("quickstart", ["select.budget=250", "score.replicas=3", "select.threshold=0.85",
+                                        "embed.engine=hf", "inputs=[a.jsonl, b.parquet]"])
+    assert config.select.budget == 250 and config.score.replicas == 3 and config.select.threshold == 0.85
+    assert config.embed.engine == "hf" and config.inputs == ["a.jsonl", "b.parquet"]
+
+
+def test_preset_first_then_file_keys_win(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: deita-10k\noutput: out\ninputs: [pool/]\nselect: {budget: 123}\n")
+    config = load_config(str(path))
+    assert config.select.budget == 123 and config.select.threshold == 0.9
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("output: o\ninputs: [p]\nscroe: {}\n", "unknown key 'scroe'"),
+    ("output: o\ninputs: [p]\nselect: {budgte: 5}\n", "unknown key 'budgte' in select"),
+    ("output: o\ninputs: [p]\nselect: {budget: lots}\n", "select.budget must be int"),
+    ("output: o\ninputs: [p]\nselect: {threshold: true}\n", "select.threshold must be float"),
+    ("output: o\ninputs: p.jsonl\n", "inputs must be a list"),
+    ("inputs: [p]\n", "output"),
+    ("output: o\n", "inputs: give at least one pool path"),
+    ("output: o\ninputs: [p]\nscore: {complexity_model: ./no/such/model}\n", "score.complexity_model: model path does not exist"),
+    ("output: o\ninputs: [p]\nscore: {quality_model: tiny:nope}\n", "unknown tiny model"),
+    ("output: o\ninputs: [p]\nscore: {engine: tensorrt}\n", "engine must be one of"),
+    ("output: o\ninputs: [p]\nselect: {strategy: best}\n", "strategy must be one of"),
+    ("output: o\ninputs: [p]\npreset: deita-7k\n", "preset must be one of"),
+    ("- a\n- b\n", "top level must be a mapping"),
+])
+def test_config_errors_name_the_key(tmp_path, yaml_text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config(str(path))
+
+
+def test_hub_ids_are_not_checked_offline_but_local_paths_are(tmp_path):
+    ok = load_config(None, data={"output": "o", "inputs": ["p"], "score": {"complexity_model": "hkust-nlp/deita-complexity-scorer"}})
+    assert ok.score.complexity_model == "hkust-nlp/deita-complexity-scorer"
+    with pytest.raises(ConfigError, match="config not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config("quickstart", ["budget"])
