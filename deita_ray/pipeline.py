@@ -76,8 +76,10 @@ def run_pipeline(config: RunConfig, log=print) -> dict:
     embed_model = _resolve_model(em.model, config.models_dir)
 
     if not ray.is_initialized():
-        cpus = None if config.ray.address else (config.ray.num_cpus or max(4, os.cpu_count() or 1))
-        ray.init(address=config.ray.address, num_cpus=cpus)
+        if config.ray.address or os.environ.get("RAY_ADDRESS"):  # a cluster (ray job submit sets RAY_ADDRESS)
+            ray.init(address=config.ray.address)
+        else:  # a local Ray: logical CPUs above the cores so fractional actors and read tasks all fit
+            ray.init(num_cpus=config.ray.num_cpus or max(4, os.cpu_count() or 1))
     stats, started = {}, time.time()
 
     def engine(model):
