@@ -1,0 +1,75 @@
+"""cluster/ manifests and documented commands: they parse, and every command they give names a real
+subcommand, real flags and (for `run`) a real config with valid override keys."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deita_ray.cli import build_parser
+from deita_ray.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", REPO / "cluster" / "README.md", *sorted((REPO / "cluster").rglob("*.yaml"))]
+
+
+def _commands(text: str) -> list[list[str]]:
+    """deita-ray command lines in a text (shell continuations joined, `python -m deita_ray.cli` normalised)."""
+    text = re.sub(r"\\\n\s*#?\s*", " ", text)
+    found = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0] if not line.lstrip().startswith("#") else line.lstrip("# ")
+        for match in re.finditer(r"(?:deita-ray|python -m deita_ray\.cli)\s+([a-z-]+\b.*)", line):
+            words = shlex.split(match.group(1))
+            if words and words[0] in {"run", "score", "embed", "select", "quickstart", "make-models", "make-pool"}:
+                found.append(words)
+    return found
+
+
+def _rayjob_entrypoint() -> list[str]:
+    doc = yaml.safe_load((REPO / "cluster" / "kuberay" / "rayjob.yaml").read_text())
+    words = shlex.split(doc["spec"]["entrypoint"])
+    assert words[0] == "deita-ray"
+    return words[1:]
+
+
+def test_manifests_parse():
+    rayjob = yaml.safe_load((REPO / "cluster" / "kuberay" / "rayjob.yaml").read_text())
+    assert rayjob["kind"] == "RayJob" and rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]
+    gpus = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]
+    assert "nvidia.com/gpu" in gpus["limits"]
+    launcher = yaml.safe_load((REPO / "cluster" / "launcher" / "aws-gpu.yaml").read_text())
+    assert launcher["head_node_type"] in launcher["available_node_types"]
+    runtime = yaml.safe_load((REPO / "cluster" / "runtime_env.yaml").read_text())
+    assert ".venv/" in runtime["excludes"]
+
+
+def test_console_script_is_declared():
+    assert 'deita-ray = "deita_ray.cli:main"' in (REPO / "pyproject.toml").read_text()
+
+
+def _code(doc: Path) -> str:
+    """Markdown: the fenced code blocks only (prose mentions are not commands); YAML: all of it."""
+    text = doc.read_text()
+    return "\n".join(re.findall(r"```[a-z]*\n(.*?)```", text, re.S)) if doc.suffix == ".md" else text
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_documented_commands_are_real(doc):
+    commands = _commands(_code(doc))
+    if doc.name == "rayjob.yaml":
+        commands.append(_rayjob_entrypoint())
+    parser = build_parser()
+    for words in commands:
+        args = parser.parse_args(words)  # exits on an unknown subcommand or flag
+        if args.command == "run":
+            config = load_config(args.config, list(args.set or []))  # unknown keys / wrong types raise
+            assert config.output
+
+
+def test_every_doc_with_cluster_commands_was_checked():
+    assert len(_commands(_code(REPO / "README.md"))) >= 5
+    assert _commands(_code(REPO / "cluster" / "README.md"))
+    assert _rayjob_entrypoint()[0] == "run"
