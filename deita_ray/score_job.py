@@ -59,6 +59,29 @@ class ScoreJobConfig:
             raise ValueError("cpus_per_replica and gpus_per_replica must be >= 0")
 
 
+def quarantine_engine_failures(table: pa.Table, quarantine_dir: str) -> pa.Table:
+    """Ray Data UDF after scoring: rows an engine failed on go to quarantine (stage "score", with the
+    engine's error as the reason); rows whose score was merely unreadable stay, with a null score."""
+    import hashlib
+    import json
+
+    failed = [bool(c and "engine error" in c) or bool(q and "engine error" in q) for c, q in
+              zip(table.column("complexity_reason").to_pylist(), table.column("quality_reason").to_pylist())]
+    if not any(failed):
+        return table
+    mask = pa.array(failed)
+    bad = table.filter(mask)
+    quarantine = pa.table({
+        "id": bad.column("id"), "stage": pa.array(["score"] * bad.num_rows),
+        "reason": bad.column("score_reason"),
+        "raw": pa.array([json.dumps(c, ensure_ascii=False) for c in bad.column("conversations").to_pylist()]),
+        "source": bad.column("source"), "position": pa.array([None] * bad.num_rows, pa.int64()),
+    })
+    key = hashlib.sha1("\0".join(bad.column("id").to_pylist()).encode()).hexdigest()[:16]
+    write_part(quarantine, quarantine_dir, f"score-{key}.parquet")
+    return table.filter(pc.invert(mask))
+
+
 def score_pool(config: ScoreJobConfig, ray_address: str | None = None) -> dict:
     """Run the scoring job on Ray (local embedded Ray unless an address/RAY_ADDRESS is given)."""
     import ray
@@ -78,6 +101,8 @@ def score_pool(config: ScoreJobConfig, ray_address: str | None = None) -> dict:
         )
     ds = ds.map_batches(finalize_scores, fn_kwargs={"aggregation": config.aggregation}, batch_format="pyarrow",
                         num_cpus=0.25)
+    ds = ds.map_batches(quarantine_engine_failures, fn_kwargs={"quarantine_dir": paths["quarantine"]},
+                        batch_format="pyarrow", num_cpus=0.25)
     ds.write_parquet(paths["out"])
     return summarize(config.output, time.time() - started, config)
 
@@ -95,7 +120,8 @@ def score_local(config: ScoreJobConfig, complexity: ScoreStage | None = None, qu
         for good in read_and_quarantine(task, paths, config.block_rows):
             for offset in range(0, good.num_rows, config.batch_rows):
                 batch = good.slice(offset, config.batch_rows)
-                scored = finalize_scores(quality(complexity(batch)), config.aggregation)
+                scored = quarantine_engine_failures(finalize_scores(quality(complexity(batch)), config.aggregation),
+                                                    paths["quarantine"])
                 write_part(scored, paths["out"], f"part-{part:05d}.parquet")
                 part += 1
                 done += batch.num_rows
