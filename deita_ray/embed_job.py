@@ -11,6 +11,7 @@ carry over). Outputs under `<output>/`: `embeddings/` (see io/embedding_store.py
 from __future__ import annotations
 
 import posixpath
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -20,8 +21,9 @@ import pyarrow.compute as pc
 from deita_ray.engines.embedders import EmbedderConfig
 from deita_ray.io.embedding_store import write_vector_shard
 from deita_ray.io.reader import plan_reads
-from deita_ray.io.writer import read_columns, write_part
-from deita_ray.job_io import prepare_output, read_and_quarantine, read_dataset, reconcile, stage_paths, write_json
+from deita_ray.io.writer import read_columns
+from deita_ray.job_io import (prepare_output, read_and_quarantine, read_dataset, reconcile, stage_paths, write_json,
+                              write_part_atomic)
 from deita_ray.stages.embed import EmbedStage
 
 
@@ -40,6 +42,7 @@ class EmbedJobConfig:
     block_rows: int = 1024
     chunk_bytes: int = 16 << 20
     overwrite: bool = False
+    resume: bool = False
     extra_ray_init: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -58,7 +61,9 @@ def embed_pool(config: EmbedJobConfig, ray_address: str | None = None) -> dict:
 
     tasks = plan_reads(config.inputs, config.input_format, config.chunk_bytes)
     paths = stage_paths(config.output, "embed")
-    prepare_output(paths, config.overwrite)
+    skipped = prepare_output(paths, config.overwrite, config.resume)
+    if skipped:
+        print(f"resuming: {skipped:,} samples already embedded", file=sys.stderr, flush=True)
     if not ray.is_initialized():
         ray.init(address=ray_address, **config.extra_ray_init)
     started = time.time()
@@ -69,7 +74,8 @@ def embed_pool(config: EmbedJobConfig, ray_address: str | None = None) -> dict:
                         num_cpus=config.cpus_per_replica, num_gpus=config.gpus_per_replica)
     ds = ds.map_batches(write_vector_shard, fn_kwargs={"vectors_dir": _vectors_dir(paths)}, batch_format="pyarrow",
                         num_cpus=0.25)
-    ds.write_parquet(posixpath.join(paths["out"], "index"))
+    ds.map_batches(write_part_atomic, fn_kwargs={"directory": posixpath.join(paths["out"], "index")}, batch_size=None,
+                   batch_format="pyarrow", num_cpus=0.25).materialize()
     return summarize(config, time.time() - started)
 
 
@@ -77,16 +83,14 @@ def embed_local(config: EmbedJobConfig, stage: EmbedStage | None = None) -> dict
     """The same job in this process (tests, small pools)."""
     tasks = plan_reads(config.inputs, config.input_format, config.chunk_bytes)
     paths = stage_paths(config.output, "embed")
-    prepare_output(paths, config.overwrite)
+    prepare_output(paths, config.overwrite, config.resume)
     started = time.time()
     stage = stage or EmbedStage(config.embedder, config.template, config.out_dtype)
-    part = 0
     for task in tasks:
         for good in read_and_quarantine(task, paths, config.block_rows):
             for offset in range(0, good.num_rows, config.batch_rows):
                 index = write_vector_shard(stage(good.slice(offset, config.batch_rows)), _vectors_dir(paths))
-                write_part(index, posixpath.join(paths["out"], "index"), f"part-{part:05d}.parquet")
-                part += 1
+                write_part_atomic(index, posixpath.join(paths["out"], "index"))
     return summarize(config, time.time() - started)
 
 

@@ -3,10 +3,16 @@
 Each job stage owns three directories under the output: its results, its quarantine and its read
 statistics (rows read per read task, written by the read tasks themselves, so that
 `rows in = rows out + rows quarantined` is checked against an independent count).
+
+Result parts are written atomically (a temporary name, then a rename), so a part that exists is
+complete: the parts are the stage's completion records, keyed by the sample ids inside them. A
+resumed stage lists the ids already written (and those its own step quarantined), and its read
+tasks skip them, so a rerun after a crash does only what is missing.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 from dataclasses import asdict
@@ -26,15 +32,71 @@ STAGE_DIRS = {
 def stage_paths(output: str, stage: str) -> dict[str, str]:
     out, quarantine, stats = STAGE_DIRS[stage]
     return {"out": posixpath.join(output, out), "quarantine": posixpath.join(output, quarantine),
-            "read_stats": posixpath.join(output, stats)}
+            "read_stats": posixpath.join(output, stats), "done": posixpath.join(output, f"_{stage}_done_ids.parquet"),
+            "stage": stage}
 
 
-def prepare_output(paths: dict[str, str], overwrite: bool) -> None:
-    """Refuse to mix runs: existing results need `overwrite`, which clears all three directories."""
+def prepare_output(paths: dict[str, str], overwrite: bool, resume: bool = False) -> int:
+    """Clear for a fresh run (existing results need `overwrite`), or keep finished parts to resume.
+    Returns how many samples a resumed run will skip."""
+    import fsspec
+
+    fs, done_path = fsspec.core.url_to_fs(paths["done"])
+    if fs.exists(done_path):
+        fs.rm(done_path)
+    if resume:
+        fs_out, out_path = fsspec.core.url_to_fs(paths["out"])
+        if fs_out.exists(out_path):
+            for leftover in fs_out.find(out_path):
+                if leftover.endswith(".inprogress"):  # a part whose writer died: never complete
+                    fs_out.rm(leftover)
+        done = [read_columns(paths["out"], ["id"])]
+        quarantined = read_columns(paths["quarantine"], ["id", "stage"])
+        if quarantined is not None:  # rows this stage's own step quarantined were processed too
+            done.append(quarantined.filter(pc.not_equal(quarantined.column("stage"), "read")).select(["id"]))
+        done = pa.concat_tables([t for t in done if t is not None]) if any(t is not None for t in done) else None
+        if done is not None and done.num_rows:
+            write_part(done, posixpath.dirname(done_path) or ".", posixpath.basename(done_path))
+        return done.num_rows if done is not None else 0
     if (list_parts(paths["out"]) or list_parts(paths["quarantine"])) and not overwrite:
         raise FileExistsError(f"{paths['out']} already holds output; pass --overwrite to replace it")
-    for path in paths.values():
-        clear_directory(path)
+    for key in ("out", "quarantine", "read_stats"):
+        clear_directory(paths[key])
+    return 0
+
+
+def write_part_atomic(table: pa.Table, directory: str, prefix: str = "part") -> pa.Table:
+    """Ray Data UDF ending a stage: one Parquet part per block, named from its ids, renamed into
+    place only once complete. Returns a one-row count so the driver holds nothing."""
+    import fsspec
+
+    if table.num_rows:
+        name = part_name(prefix, "\0".join(table.column("id").to_pylist()), 0)
+        fs, path = fsspec.core.url_to_fs(directory)
+        temporary = write_part(table, directory, f"_{name}.inprogress")
+        fs.mv(temporary, posixpath.join(path, name))
+    return pa.table({"rows": pa.array([table.num_rows], pa.int64())})
+
+
+@functools.lru_cache(maxsize=2)
+def _done_ids(path: str, stamp: float) -> frozenset:
+    """The ids a resumed stage skips; cached per worker process (keyed by the file's mtime)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    with fsspec.open(path, "rb") as f:
+        return frozenset(pq.read_table(f, columns=["id"]).column("id").to_pylist())
+
+
+def _skip_done(good: pa.Table, paths: dict[str, str]) -> pa.Table:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(paths["done"])
+    if not fs.exists(path):
+        return good
+    done = _done_ids(paths["done"], fs.modified(path).timestamp() if hasattr(fs, "modified") else 0.0)
+    keep = [i not in done for i in good.column("id").to_pylist()]
+    return good if all(keep) else good.filter(pa.array(keep))
 
 
 def read_and_quarantine(task: ReadTask, paths: dict[str, str], block_rows: int):
@@ -45,6 +107,7 @@ def read_and_quarantine(task: ReadTask, paths: dict[str, str], block_rows: int):
         rows_read += good.num_rows + bad.num_rows
         if bad.num_rows:
             write_part(bad, paths["quarantine"], part_name("read", key, index))
+        good = _skip_done(good, paths) if "done" in paths else good
         if good.num_rows:
             yield good
     stats = pa.table({"task": [key], "rows_read": pa.array([rows_read], pa.int64())})

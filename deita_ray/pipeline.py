@@ -5,8 +5,9 @@
 
 One Ray session for the whole run; each stage is the job of its own module (score_job,
 embed_job, select_job) and writes under `output/`. A stage whose summary says it finished and
-reconciled, for the same stage config, is not run again: rerunning after a crash continues at the
-first unfinished stage. `run_stats.json` holds one record per stage and `report/index.html` the
+reconciled, for the same stage config, is not run again; an unfinished stage with the same config
+resumes, writing only the samples its finished parts do not hold (see job_io.py). So a rerun after
+a crash does only what is missing. `run_stats.json` holds one record per stage and `report/index.html` the
 selection report.
 """
 
@@ -49,6 +50,15 @@ def _stamp(output: str, name: str, summary: dict, fingerprint: str) -> dict:
     with open(posixpath.join(output, f"{name}_summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)
     return summary
+
+
+def _begin(output: str, name: str, fingerprint: str) -> bool:
+    """Mark a stage started; True when an interrupted run of the same stage config can be resumed."""
+    path = posixpath.join(output, f"_{name}_started.json")
+    resume = os.path.exists(path) and json.loads(open(path).read()).get("fingerprint") == fingerprint
+    with open(path, "w") as f:
+        json.dump({"fingerprint": fingerprint}, f)
+    return resume
 
 
 def run_pipeline(config: RunConfig, log=print) -> dict:
@@ -96,7 +106,8 @@ def run_pipeline(config: RunConfig, log=print) -> dict:
     if summary:
         log("[1/3] scoring: already done for this config, skipped")
     else:
-        log("[1/3] scoring")
+        score_cfg.resume = not config.overwrite and _begin(out, "score", fp)
+        log("[1/3] scoring" + (" (resuming an interrupted run)" if score_cfg.resume else ""))
         summary = _stamp(out, "score", score_pool(score_cfg), fp)
     stats["score"] = _stage_record(summary, "rows_scored")
 
@@ -114,7 +125,8 @@ def run_pipeline(config: RunConfig, log=print) -> dict:
     if summary:
         log("[2/3] embedding: already done for this config, skipped")
     else:
-        log(f"[2/3] embedding with {em.model}")
+        embed_cfg.resume = not config.overwrite and _begin(out, "embed", fp)
+        log(f"[2/3] embedding with {em.model}" + (" (resuming an interrupted run)" if embed_cfg.resume else ""))
         summary = _stamp(out, "embed", embed_pool(embed_cfg), fp)
     stats["embed"] = _stage_record(summary, "rows_embedded")
 

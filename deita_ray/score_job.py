@@ -24,7 +24,8 @@ import pyarrow.compute as pc
 from deita_ray.engines.base import EngineConfig
 from deita_ray.io.reader import plan_reads
 from deita_ray.io.writer import read_columns, write_part
-from deita_ray.job_io import prepare_output, read_and_quarantine, read_dataset, reconcile, stage_paths, write_json
+from deita_ray.job_io import (prepare_output, read_and_quarantine, read_dataset, reconcile, stage_paths, write_json,
+                              write_part_atomic)
 from deita_ray.prompts import AGGREGATIONS
 from deita_ray.stages.score import ScoreStage, finalize_scores
 
@@ -44,6 +45,7 @@ class ScoreJobConfig:
     block_rows: int = 1024           # samples per block produced by a read task
     chunk_bytes: int = 16 << 20      # JSONL files are split into read tasks of this many bytes
     overwrite: bool = False
+    resume: bool = False             # keep finished parts of an interrupted run and do only the rest
     extra_ray_init: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -88,7 +90,9 @@ def score_pool(config: ScoreJobConfig, ray_address: str | None = None) -> dict:
 
     tasks = plan_reads(config.inputs, config.input_format, config.chunk_bytes)  # fails fast on bad paths
     paths = stage_paths(config.output, "score")
-    prepare_output(paths, config.overwrite)
+    skipped = prepare_output(paths, config.overwrite, config.resume)
+    if skipped:
+        print(f"resuming: {skipped:,} samples already scored", file=sys.stderr, flush=True)
     if not ray.is_initialized():
         ray.init(address=ray_address, **config.extra_ray_init)
     started = time.time()
@@ -103,7 +107,8 @@ def score_pool(config: ScoreJobConfig, ray_address: str | None = None) -> dict:
                         num_cpus=0.25)
     ds = ds.map_batches(quarantine_engine_failures, fn_kwargs={"quarantine_dir": paths["quarantine"]},
                         batch_format="pyarrow", num_cpus=0.25)
-    ds.write_parquet(paths["out"])
+    ds.map_batches(write_part_atomic, fn_kwargs={"directory": paths["out"]}, batch_size=None, batch_format="pyarrow",
+                   num_cpus=0.25).materialize()
     return summarize(config.output, time.time() - started, config)
 
 
@@ -111,7 +116,7 @@ def score_local(config: ScoreJobConfig, complexity: ScoreStage | None = None, qu
     """The same job in this process, no Ray: the reference the Ray path is tested against."""
     tasks = plan_reads(config.inputs, config.input_format, config.chunk_bytes)
     paths = stage_paths(config.output, "score")
-    prepare_output(paths, config.overwrite)
+    prepare_output(paths, config.overwrite, config.resume)
     started = time.time()
     complexity = complexity or ScoreStage("complexity", config.complexity)
     quality = quality or ScoreStage("quality", config.quality)
@@ -122,7 +127,7 @@ def score_local(config: ScoreJobConfig, complexity: ScoreStage | None = None, qu
                 batch = good.slice(offset, config.batch_rows)
                 scored = quarantine_engine_failures(finalize_scores(quality(complexity(batch)), config.aggregation),
                                                     paths["quarantine"])
-                write_part(scored, paths["out"], f"part-{part:05d}.parquet")
+                write_part_atomic(scored, paths["out"])
                 part += 1
                 done += batch.num_rows
                 if part % 10 == 0:

@@ -108,4 +108,5 @@ def test_embed_job_store_and_reconciliation(tiny_models, pool_dir, tmp_path):
     good, _ = read_all(plan_reads([str(pool_dir)]))
     by_id = {r["id"]: r for r in good.to_pylist()}
     direct = _vectors(EmbedStage(cfg)(pa.Table.from_pylist([by_id[r["id"]] for r in some], schema=good.schema)))
-    np.testing.assert_array_equal(vectors, direct)  # float16 storage round-trips exactly
+    # Same vectors up to float16 rounding (the job's batches pad differently from this 4-row one).
+    np.testing.assert_allclose(vectors, direct, atol=2e-4)

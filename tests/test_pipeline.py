@@ -102,3 +102,35 @@ def test_killed_driver_resumes_to_the_clean_result(clean_run, tiny_models, pool_
     assert _selected(crashed) == _selected(out)
     ids = pq.read_table(str(crashed / "scored"), columns=["id"]).column("id").to_pylist()
     assert len(ids) == len(set(ids)) == 300  # no sample lost or doubled
+
+
+def test_driver_killed_inside_a_stage_resumes_only_what_is_missing(clean_run, tiny_models, pool_dir, tmp_path):
+    out, _ = clean_run
+    crashed = tmp_path / "mid"
+    config = _config(tiny_models, pool_dir, crashed)
+    config["score"]["batch_rows"] = 1  # one part per sample: the kill lands between parts
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([sys.executable, "-m", "deita_ray.cli", "run", str(config_path)],
+                            env=dict(os.environ, RAY_ADDRESS=""), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while not list((crashed / "scored").glob("part-*.parquet")):
+            assert proc.poll() is None and time.time() < deadline, "scoring finished or stalled before the kill"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert not (crashed / "score_summary.json").exists(), "the kill came after scoring finished"
+    done_before = pq.read_table(str(crashed / "scored"), columns=["id"]).num_rows
+    assert 0 < done_before < 300
+    logs = []
+    run = run_pipeline(load_config(str(config_path)), log=logs.append)
+    assert "[1/3] scoring (resuming an interrupted run)" in logs
+    ids = pq.read_table(str(crashed / "scored"), columns=["id"]).column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == 300  # nothing lost or doubled
+    assert run["stages"]["score"]["reconciled"]
+    assert _selected(crashed) == _selected(out)
