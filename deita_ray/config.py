@@ -101,6 +101,7 @@ class RunConfig:
     models_dir: str = "models"         # where tiny:* models are built
     preset: str | None = None
     overwrite: bool = False
+    report: bool = True                # write report/index.html (reads small pool-wide columns on the driver)
     sample_pool: SamplePoolSection = field(default_factory=SamplePoolSection)
     score: ScoreSection = field(default_factory=ScoreSection)
     embed: EmbedSection = field(default_factory=EmbedSection)

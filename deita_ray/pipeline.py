@@ -143,9 +143,10 @@ def run_pipeline(config: RunConfig, log=print) -> dict:
            "selected": posixpath.join(out, "selection", "selected.jsonl"), "config": dataclasses.asdict(config)}
     with open(posixpath.join(out, "run_stats.json"), "w") as f:
         json.dump(run, f, indent=2, default=str)
-    from deita_ray.report import write_report
+    if config.report:
+        from deita_ray.report import write_report
 
-    run["report"] = write_report(out)
+        run["report"] = write_report(out)
     return run
 
 
@@ -160,5 +161,7 @@ def format_run(run: dict) -> str:
     for name, s in run["stages"].items():
         lines.append(f"{name:7s} {s['rows_in']:>9,} {s['rows_out']:>10,} {s['rows_quarantined']:>12,} "
                      f"{s['samples_per_s'] or 0:>11,.1f} {s['seconds']:>9.1f}")
-    lines += [f"selected set: {run['selected']}", f"report:       {run['report']}"]
+    lines.append(f"selected set: {run['selected']}")
+    if run.get("report"):
+        lines.append(f"report:       {run['report']}")
     return "\n".join(lines)

@@ -27,7 +27,7 @@ from deita_ray.io.embedding_store import EmbeddingStore
 from deita_ray.io.writer import clear_directory, list_parts, read_columns, write_part
 from deita_ray.job_io import write_json
 from deita_ray.select.baselines import STRATEGIES, random_selection, top_by, turn_sum
-from deita_ray.select.repr_filter import normalise_rows, run_filter, selection_order
+from deita_ray.select.repr_filter import normalise_rows, run_filter
 
 
 @dataclass
@@ -56,7 +56,8 @@ class SelectJobConfig:
 
 
 def _candidates(config: SelectJobConfig) -> tuple[pa.Table, dict]:
-    table = read_columns(config.scored, ["id", "evol_score", "complexity_scores", "quality_scores"])
+    columns = ["id", "evol_score"] + ([f"{config.strategy}_scores"] if config.strategy in ("complexity", "quality") else [])
+    table = read_columns(config.scored, columns)
     if table is None:
         raise FileNotFoundError(f"no scored Parquet under {config.scored} (run `deita-ray score` first)")
     if pc.count_distinct(table.column("id")).as_py() != table.num_rows:
@@ -96,18 +97,26 @@ def _order(config: SelectJobConfig, table: pa.Table) -> np.ndarray:
 
 
 def _diverse(config: SelectJobConfig, table: pa.Table) -> tuple[np.ndarray, pa.Table, dict]:
+    """The Repr Filter over the candidates. Per-row data stays in Arrow/NumPy (no Python object per
+    row), so the driver's memory grows by a few bytes per candidate, not by the pool."""
     from deita_ray.select.kept_index import KeptIndex, RemoteKeptIndex
 
     store = EmbeddingStore(config.embeddings)
-    ids = np.asarray(table.column("id").to_pylist(), dtype=object)
-    order = selection_order(table.column("evol_score").to_numpy(), ids.astype(str))
-    shards = table.column("shard").to_pylist()
+    # Evol score descending, ties by id ascending (UTF-8 byte order = code point order, as selection_order).
+    order = pc.sort_indices(table, sort_keys=[("evol_score", "descending"), ("id", "ascending")]).to_numpy()
+    shard = pc.dictionary_encode(table.column("shard")).combine_chunks()
+    shard_codes, shard_names = shard.indices.to_numpy(), shard.dictionary.to_pylist()
     rows = table.column("row").to_numpy()
+    ids = table.column("id")
+
+    def take_ids(positions) -> pa.Array:
+        return ids.take(pa.array(np.asarray(positions, dtype=np.int64)))
 
     def blocks():
         for n, start in enumerate(range(0, len(order), config.block_size)):
             positions = order[start:start + config.block_size]
-            yield positions, normalise_rows(store.gather([shards[p] for p in positions], rows[positions]))
+            names = [shard_names[c] for c in shard_codes[positions]]
+            yield positions, normalise_rows(store.gather(names, rows[positions]))
             if n % 20 == 19:
                 print(f"  visited {start + len(positions):,} candidates", file=sys.stderr, flush=True)
 
@@ -118,13 +127,13 @@ def _diverse(config: SelectJobConfig, table: pa.Table) -> tuple[np.ndarray, pa.T
     if hasattr(index, "close"):
         index.close()
     rejections = pa.table({
-        "id": pa.array(ids[result.rejected].tolist() if result.rejected else [], pa.string()),
-        "nearest_kept_id": pa.array(ids[result.rejected_nearest].tolist() if result.rejected else [], pa.string()),
+        "id": take_ids(result.rejected).cast(pa.string()),
+        "nearest_kept_id": take_ids(result.rejected_nearest).cast(pa.string()),
         "similarity": pa.array(result.rejected_similarity, pa.float64()),
     })
-    visited_ids = ids[order[: result.visited]].tolist() if result.visited else []
-    visits = pa.table({"id": pa.array(visited_ids, pa.string()),
-                       "evol_score": pa.array(table.column("evol_score").to_numpy()[order[: result.visited]], pa.float64()),
+    visited = order[: result.visited]
+    visits = pa.table({"id": take_ids(visited).cast(pa.string()),
+                       "evol_score": pa.array(table.column("evol_score").to_numpy()[visited], pa.float64()),
                        "accepted": pa.array(result.visit_accepted, pa.bool_()),
                        "nearest_kept_similarity": pa.array(result.visit_similarity, pa.float64())})
     write_part(visits, config.output, "visits.parquet")
@@ -134,10 +143,18 @@ def _diverse(config: SelectJobConfig, table: pa.Table) -> tuple[np.ndarray, pa.T
 def _selected_rows(scored: str, selected_ids: list[str]) -> pa.Table:
     """Full scored rows of the selected ids (read part by part, filtered), in selection order."""
     wanted = pa.array(selected_ids, pa.string())
+    pool = pa.default_memory_pool()
     parts = []
+    import fsspec
+
+    fs, _ = fsspec.core.url_to_fs(scored)
     for part in list_parts(scored):
-        t = pq.read_table(part)
-        parts.append(t.filter(pc.is_in(t.column("id"), value_set=wanted)))
+        hits = pc.is_in(pq.read_table(part, columns=["id"], filesystem=fs).column("id"), value_set=wanted)
+        if pc.any(hits).as_py():  # decode a part's texts only when it holds selected rows
+            parts.append(pq.read_table(part, filesystem=fs).filter(hits))
+        # Arrow's allocator keeps freed pages; hand them back so the driver's peak tracks the
+        # selected rows, not every part read on the way.
+        pool.release_unused()
     rows = pa.concat_tables(parts, promote_options="default")
     rank = {sid: r for r, sid in enumerate(selected_ids)}
     ranks = [rank[i] for i in rows.column("id").to_pylist()]

@@ -18,7 +18,7 @@ import numpy as np
 
 from deita_ray.engines.hf import length_buckets
 
-EMBED_ENGINES = ("hf", "vllm", "sentence-transformers")
+EMBED_ENGINES = ("hf", "vllm", "sentence-transformers", "fake")
 POOLINGS = ("last", "mean")
 MINILM = "all-MiniLM-L6-v2"
 
@@ -156,5 +156,23 @@ class SentenceTransformerEmbedder:
                                  normalize_embeddings=False, show_progress_bar=False).astype(np.float32)
 
 
+class FakeEmbedder:
+    """Deterministic hash vectors (64-d) for plumbing tests and benchmarks of the data path; no model."""
+
+    def __init__(self, config: EmbedderConfig):
+        self.config = config
+        self.context_length = config.max_length or 4096
+
+    def embed(self, prompts: list[list[int]]) -> np.ndarray:
+        import hashlib
+
+        out = np.empty((len(prompts), 64), dtype=np.float32)
+        for i, p in enumerate(prompts):
+            seed = int.from_bytes(hashlib.sha256(np.asarray(p, dtype=np.int64).tobytes()).digest()[:8], "little")
+            out[i] = np.random.default_rng(seed).standard_normal(64)
+        return out
+
+
 def make_embedder(config: EmbedderConfig):
-    return {"hf": HFEmbedder, "vllm": VLLMEmbedder, "sentence-transformers": SentenceTransformerEmbedder}[config.engine](config)
+    return {"hf": HFEmbedder, "vllm": VLLMEmbedder, "sentence-transformers": SentenceTransformerEmbedder,
+            "fake": FakeEmbedder}[config.engine](config)

@@ -50,12 +50,15 @@ def count_rows(directory: str) -> int:
 
 
 def read_columns(directory: str, columns: list[str]) -> pa.Table:
-    """Only the named columns of every part (small: flags and numbers, never the texts)."""
+    """Only the named columns of every part (small: flags and numbers, never the texts).
+
+    pyarrow gets the filesystem itself, so it reads just those column chunks; through a Python
+    file object it buffers far more (measured: ~100 MB of driver memory for 300K ids)."""
     fs, _ = _fs(directory)
     tables = []
     for part in list_parts(directory):
-        with fs.open(part, "rb") as f:
-            tables.append(pq.read_table(f, columns=columns))
+        tables.append(pq.read_table(part, columns=columns, filesystem=fs))
+        pa.default_memory_pool().release_unused()
     return pa.concat_tables(tables) if tables else None
 
 
