@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,12 +58,17 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
                             "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
     try:
         assert start.returncode == 0, start.stdout + start.stderr
-        submit = subprocess.run(
-            [str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(REPO),
-             "--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--",
-             "python", "-m", "deita_ray.cli", "run", str(config)],
-            env=env, capture_output=True, text=True, timeout=480, cwd=REPO)
-        log = submit.stdout + submit.stderr
+        command = [str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir",
+                   str(REPO), "--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--",
+                   "python", "-m", "deita_ray.cli", "run", str(config)]
+        deadline = time.time() + 120
+        while True:
+            submit = subprocess.run(command, env=env, capture_output=True, text=True, timeout=480, cwd=REPO)
+            log = submit.stdout + submit.stderr
+            # Right after `ray start` the head's job agent may not be up yet; Ray says to try again.
+            if "No available agent to submit job" not in log or time.time() > deadline:
+                break
+            time.sleep(3)
         assert submit.returncode == 0, log[-4000:]
         assert "succeeded" in log.lower(), log[-4000:]
         stages = json.loads((out / "run_stats.json").read_text())["stages"]
