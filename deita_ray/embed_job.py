@@ -11,7 +11,6 @@ carry over). Outputs under `<output>/`: `embeddings/` (see io/embedding_store.py
 from __future__ import annotations
 
 import posixpath
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -22,7 +21,7 @@ from deita_ray.engines.embedders import EmbedderConfig
 from deita_ray.io.embedding_store import write_vector_shard
 from deita_ray.io.reader import plan_reads
 from deita_ray.io.writer import read_columns
-from deita_ray.job_io import (prepare_output, read_and_quarantine, read_dataset, reconcile, stage_paths, write_json,
+from deita_ray.job_io import (prepare_output, start_stage, read_and_quarantine, reconcile, stage_paths, write_json,
                               write_part_atomic)
 from deita_ray.stages.embed import EmbedStage
 
@@ -59,15 +58,8 @@ def _vectors_dir(paths: dict[str, str]) -> str:
 def embed_pool(config: EmbedJobConfig, ray_address: str | None = None) -> dict:
     import ray
 
-    tasks = plan_reads(config.inputs, config.input_format, config.chunk_bytes)
-    paths = stage_paths(config.output, "embed")
-    skipped = prepare_output(paths, config.overwrite, config.resume)
-    if skipped:
-        print(f"resuming: {skipped:,} samples already embedded", file=sys.stderr, flush=True)
-    if not ray.is_initialized():
-        ray.init(address=ray_address, **config.extra_ray_init)
+    paths, ds = start_stage(config, "embed", "embedded", ray_address)  # fails fast on bad paths
     started = time.time()
-    ds = read_dataset(tasks, paths, config.block_rows)
     ds = ds.map_batches(EmbedStage, fn_constructor_args=(config.embedder, config.template, config.out_dtype),
                         batch_size=config.batch_rows, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=config.replicas),

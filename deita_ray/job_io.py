@@ -129,6 +129,25 @@ def read_dataset(tasks: list[ReadTask], paths: dict[str, str], block_rows: int):
                           fn_kwargs={"paths": paths, "block_rows": block_rows})
 
 
+def start_stage(config, stage: str, done_verb: str, ray_address: str | None = None):
+    """Common start of a Ray stage job: plan the reads (bad paths fail here, before any work),
+    clear or resume the output, connect to Ray, and return (paths, dataset of the pool's good rows)."""
+    import sys
+
+    import ray
+
+    from deita_ray.io.reader import plan_reads
+
+    tasks = plan_reads(config.inputs, config.input_format, config.chunk_bytes)
+    paths = stage_paths(config.output, stage)
+    skipped = prepare_output(paths, config.overwrite, config.resume)
+    if skipped:
+        print(f"resuming: {skipped:,} samples already {done_verb}", file=sys.stderr, flush=True)
+    if not ray.is_initialized():
+        ray.init(address=ray_address, **config.extra_ray_init)
+    return paths, read_dataset(tasks, paths, config.block_rows)
+
+
 def reconcile(paths: dict[str, str], rows_out: int) -> dict:
     """Rows read (independent count) against rows written + quarantined, with quarantine reasons."""
     stats = read_columns(paths["read_stats"], ["rows_read"])

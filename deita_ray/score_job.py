@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from deita_ray.engines.base import EngineConfig
 from deita_ray.io.reader import plan_reads
 from deita_ray.io.writer import read_columns, write_part
-from deita_ray.job_io import (prepare_output, read_and_quarantine, read_dataset, reconcile, stage_paths, write_json,
+from deita_ray.job_io import (prepare_output, start_stage, read_and_quarantine, reconcile, stage_paths, write_json,
                               write_part_atomic)
 from deita_ray.prompts import AGGREGATIONS
 from deita_ray.stages.score import ScoreStage, finalize_scores
@@ -88,15 +88,8 @@ def score_pool(config: ScoreJobConfig, ray_address: str | None = None) -> dict:
     """Run the scoring job on Ray (local embedded Ray unless an address/RAY_ADDRESS is given)."""
     import ray
 
-    tasks = plan_reads(config.inputs, config.input_format, config.chunk_bytes)  # fails fast on bad paths
-    paths = stage_paths(config.output, "score")
-    skipped = prepare_output(paths, config.overwrite, config.resume)
-    if skipped:
-        print(f"resuming: {skipped:,} samples already scored", file=sys.stderr, flush=True)
-    if not ray.is_initialized():
-        ray.init(address=ray_address, **config.extra_ray_init)
+    paths, ds = start_stage(config, "score", "scored", ray_address)  # fails fast on bad paths
     started = time.time()
-    ds = read_dataset(tasks, paths, config.block_rows)
     for kind, engine in (("complexity", config.complexity), ("quality", config.quality)):
         ds = ds.map_batches(
             ScoreStage, fn_constructor_args=(kind, engine), batch_size=config.batch_rows, batch_format="pyarrow",

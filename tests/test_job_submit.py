@@ -53,9 +53,14 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
         "embed": {"model": str(tiny_models["embedder"]), "engine": "hf", "cpus_per_replica": 0.5},
         "select": {"budget": 50, "threshold": 0.97},
     }))
+    # Every port of our head is a free one: the test run's own Ray may already hold the defaults
+    # (its dashboard agent on 52365 made this head's agent fail: "No available agent to submit job").
+    agent_ports = [f"--{flag}={_free_port()}" for flag in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
+        "node-manager-port", "object-manager-port", "ray-client-server-port")]
     start = subprocess.run([str(ray_bin), "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
                             f"--dashboard-port={dashboard}", "--num-cpus=4", f"--temp-dir={temp_dir}",
-                            "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
+                            "--disable-usage-stats", *agent_ports], env=env, capture_output=True, text=True, timeout=120)
     try:
         assert start.returncode == 0, start.stdout + start.stderr
         command = [str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir",
