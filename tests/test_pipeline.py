@@ -32,6 +32,25 @@ def _selected(out):
     return pq.read_table(str(out / "selection" / "selected.parquet"), columns=["id"]).column("id").to_pylist()
 
 
+def _run_and_kill(config_path, ready, poll: float = 0.05) -> None:
+    """Start `deita-ray run` as its own process (its own local Ray) and SIGKILL its whole process
+    group as soon as `ready()` is true; fail if the run ends or stalls first."""
+    proc = subprocess.Popen([sys.executable, "-m", "deita_ray.cli", "run", str(config_path)],
+                            env=dict(os.environ, RAY_ADDRESS=""), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while not ready():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, "the run did not reach the kill point in time"
+            time.sleep(poll)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+
+
 @pytest.fixture(scope="module")
 def clean_run(ray_session, tiny_models, pool_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("clean")
@@ -80,21 +99,8 @@ def test_killed_driver_resumes_to_the_clean_result(clean_run, tiny_models, pool_
     crashed = tmp_path / "crashed"
     config_path = tmp_path / "run.yaml"
     config_path.write_text(yaml.safe_dump(_config(tiny_models, pool_dir, crashed)))
-    env = dict(os.environ, RAY_ADDRESS="")  # its own local Ray, as a user's first run would
-    proc = subprocess.Popen([sys.executable, "-m", "deita_ray.cli", "run", str(config_path)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        record = crashed / "score_summary.json"
-        while not (record.exists() and "fingerprint" in record.read_text()):  # kill once scoring is recorded done
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.time() < deadline, "scoring did not finish in time"
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+    record = crashed / "score_summary.json"  # kill once scoring is recorded done
+    _run_and_kill(config_path, lambda: record.exists() and "fingerprint" in record.read_text(), poll=0.2)
     assert not (crashed / "selection" / "selected.parquet").exists()
     logs = []
     run_pipeline(load_config(str(config_path)), log=logs.append)
@@ -111,19 +117,7 @@ def test_driver_killed_inside_a_stage_resumes_only_what_is_missing(clean_run, ti
     config["score"]["batch_rows"] = 1  # one part per sample: the kill lands between parts
     config_path = tmp_path / "run.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([sys.executable, "-m", "deita_ray.cli", "run", str(config_path)],
-                            env=dict(os.environ, RAY_ADDRESS=""), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        while not list((crashed / "scored").glob("part-*.parquet")):
-            assert proc.poll() is None and time.time() < deadline, "scoring finished or stalled before the kill"
-            time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+    _run_and_kill(config_path, lambda: bool(list((crashed / "scored").glob("part-*.parquet"))), poll=0.01)
     assert not (crashed / "score_summary.json").exists(), "the kill came after scoring finished"
     done_before = pq.read_table(str(crashed / "scored"), columns=["id"]).num_rows
     assert 0 < done_before < 300
