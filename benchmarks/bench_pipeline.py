@@ -56,6 +56,7 @@ def one_case(size: int, fake: bool, work: str) -> dict:
     result = {"size": size, "engines": "fake" if fake else "tiny models", "pipeline_seconds": round(pipeline_s, 2),
               "end_to_end_samples_per_s": round(size / pipeline_s, 1),
               "stages": {k: {"samples_per_s": v["samples_per_s"], "seconds": v["seconds"]} for k, v in run["stages"].items()},
+              "select_sorted_on": run["stages"]["select"].get("sorted_on"),
               "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "driver_rss_before_run_mb": round(rss_before / 1024, 1),
               "driver_rss_growth_during_run_mb": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024, 1)}

@@ -101,7 +101,8 @@ def cmd_select(args) -> int:
         scored=args.scored or os.path.join(run, "scored"), output=args.output or os.path.join(run, "selection"),
         embeddings=args.embeddings or (os.path.join(run, "embeddings") if args.strategy == "diverse" else None),
         strategy=args.strategy, budget=args.budget, threshold=args.threshold, block_size=args.block_size,
-        seed=args.seed, index="local" if args.local else "actor", device=args.device, overwrite=args.overwrite)
+        seed=args.seed, index="local" if args.local else "actor", device=args.device, sort_on=args.sort_on,
+        overwrite=args.overwrite)
     if config.index == "actor":
         import ray
 
@@ -185,6 +186,10 @@ def _add_select_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random strategy only")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="FAISS index device (auto: GPU if visible)")
     p.add_argument("--local", action="store_true", help="keep the index in this process instead of a Ray actor")
+    p.add_argument("--sort-on", choices=["auto", "driver", "ray"], default="auto",
+                   help="where candidates are joined and sorted by score: ray (Ray Data; this process's memory stays "
+                        "flat for million-row pools), driver (Arrow in this process; quicker for small pools); "
+                        "auto: ray from 100K rows when Ray is up")
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing selection")
 

@@ -78,6 +78,7 @@ class SelectSection:
     seed: int = 0
     device: str = "auto"
     index: str = "actor"
+    sort_on: str = "auto"              # auto | driver | ray: where candidates are sorted (ray keeps the driver flat)
 
 
 @dataclass
@@ -227,7 +228,8 @@ def validate(config: RunConfig) -> None:
         EngineConfig(model="x", engine=config.score.engine, dtype=config.score.dtype, batch_size=config.score.batch_size)
         EmbedderConfig(model="x", engine=config.embed.engine or "hf", pooling=config.embed.pooling, dtype=config.embed.dtype)
         SelectJobConfig(scored="x", output="x", embeddings="x", strategy=config.select.strategy,
-                        budget=config.select.budget, block_size=config.select.block_size, index=config.select.index)
+                        budget=config.select.budget, block_size=config.select.block_size, index=config.select.index,
+                        sort_on=config.select.sort_on)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if config.score.aggregation not in ("sum", "mean", "last"):

@@ -134,10 +134,11 @@ def run_pipeline(config: RunConfig, log=print) -> dict:
     select_cfg = SelectJobConfig(scored=posixpath.join(out, "scored"), embeddings=posixpath.join(out, "embeddings"),
                                  output=posixpath.join(out, "selection"), strategy=se.strategy, budget=se.budget,
                                  threshold=se.threshold, block_size=se.block_size, seed=se.seed, index=se.index,
-                                 device=se.device, overwrite=True)
+                                 device=se.device, sort_on=se.sort_on, overwrite=True)
     selected = select_pool(select_cfg)
     stats["select"] = {"rows_in": selected["candidates"], "rows_out": selected["selected"], "rows_quarantined": 0,
                        "seconds": selected["seconds"], "visited": selected.get("visited"),
+                       "sorted_on": selected.get("sorted_on"),
                        "samples_per_s": round(selected.get("visited", selected["selected"]) / max(selected["seconds"], 1e-9), 1)}
     run = {"stages": stats, "seconds": round(time.time() - started, 2), "output": out,
            "selected": posixpath.join(out, "selection", "selected.jsonl"), "config": dataclasses.asdict(config)}

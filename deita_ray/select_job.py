@@ -3,9 +3,10 @@
     from deita_ray.select_job import SelectJobConfig, select_pool
     select_pool(SelectJobConfig(scored="out/scored", embeddings="out/embeddings", output="out/selection"))
 
-The driver holds only ids, scores and (shard, row) references; embeddings stream from the
-memory-mapped shards in score order, one block at a time, to the kept index (a Ray actor, GPU
-FAISS where there is one). Outputs: `selected.parquet` (scored rows + `selection_rank`),
+Candidates stream in score order one block at a time (sorted by Ray Data inside a Ray session, so
+the driver's memory stays flat as the pool grows; see select/candidates.py); their embeddings are
+gathered from the memory-mapped shards and go to the kept index (a Ray actor, GPU FAISS where
+there is one). Outputs: `selected.parquet` (scored rows + `selection_rank`),
 `selected.jsonl` (ShareGPT, readable by the reference tools and common trainers),
 `rejections.parquet` (id, nearest kept id, similarity) and `select_summary.json`.
 """
@@ -26,6 +27,7 @@ import pyarrow.parquet as pq
 from deita_ray.io.embedding_store import EmbeddingStore
 from deita_ray.io.writer import clear_directory, list_parts, read_columns, write_part
 from deita_ray.job_io import write_json
+from deita_ray.select.candidates import SORT_ON, diverse_candidates
 from deita_ray.select.baselines import STRATEGIES, random_selection, top_by, turn_sum
 from deita_ray.select.repr_filter import normalise_rows, run_filter
 
@@ -42,6 +44,7 @@ class SelectJobConfig:
     seed: int = 0                     # random strategy only
     index: str = "actor"              # actor: FAISS in a Ray actor; local: in this process
     device: str = "auto"              # auto | cpu | gpu for the FAISS index
+    sort_on: str = "auto"             # auto | driver | ray: where the candidates are joined and sorted
     overwrite: bool = False
 
     def __post_init__(self):
@@ -49,6 +52,8 @@ class SelectJobConfig:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.budget < 1 or self.block_size < 1:
             raise ValueError("budget and block_size must be >= 1")
+        if self.sort_on not in SORT_ON:
+            raise ValueError(f"sort_on must be one of {SORT_ON}, got {self.sort_on!r}")
         if self.index not in ("actor", "local"):
             raise ValueError("index must be 'actor' or 'local'")
         if self.strategy == "diverse" and not self.embeddings:
@@ -56,6 +61,7 @@ class SelectJobConfig:
 
 
 def _candidates(config: SelectJobConfig) -> tuple[pa.Table, dict]:
+    """Baseline strategies: ids and their ranking values, read into the driver."""
     columns = ["id", "evol_score"] + ([f"{config.strategy}_scores"] if config.strategy in ("complexity", "quality") else [])
     table = read_columns(config.scored, columns)
     if table is None:
@@ -69,17 +75,10 @@ def _candidates(config: SelectJobConfig) -> tuple[pa.Table, dict]:
             lengths += [sum(len(t["value"]) for t in c) for c in convs]
         table = table.append_column("length", pa.array(lengths, pa.int64()))
     ineligible: dict[str, int] = {}
-    needs = {"diverse": "evol_score", "evol": "evol_score"}.get(config.strategy)
-    if needs:
-        missing = table.column(needs).is_null()
+    if config.strategy == "evol":
+        missing = table.column("evol_score").is_null()
         ineligible["no evol score"] = int(pc.sum(pc.cast(missing, pa.int64())).as_py() or 0)
         table = table.filter(pc.invert(missing))
-    if config.strategy == "diverse":
-        store_index = EmbeddingStore(config.embeddings).index.select(["id", "shard", "row"])
-        joined = table.select(["id", "evol_score"]).join(store_index, "id", join_type="left outer")
-        has_vector = pc.is_valid(joined.column("shard"))
-        ineligible["no embedding"] = joined.num_rows - int(pc.sum(pc.cast(has_vector, pa.int64())).as_py() or 0)
-        table = joined.filter(has_vector)
     return table, ineligible
 
 
@@ -96,48 +95,50 @@ def _order(config: SelectJobConfig, table: pa.Table) -> np.ndarray:
     return top_by(table.column("evol_score").to_numpy(), ids, config.budget)  # evol, no diversity
 
 
-def _diverse(config: SelectJobConfig, table: pa.Table) -> tuple[np.ndarray, pa.Table, dict]:
-    """The Repr Filter over the candidates. Per-row data stays in Arrow/NumPy (no Python object per
-    row), so the driver's memory grows by a few bytes per candidate, not by the pool."""
+def _diverse(config: SelectJobConfig) -> tuple[list[str], pa.Table, dict]:
+    """The Repr Filter over candidates streamed in selection order (see select/candidates.py).
+    The driver keeps only the visited rows' ids and scores, never the pool's."""
     from deita_ray.select.kept_index import KeptIndex, RemoteKeptIndex
 
     store = EmbeddingStore(config.embeddings)
-    # Evol score descending, ties by id ascending (UTF-8 byte order = code point order, as selection_order).
-    order = pc.sort_indices(table, sort_keys=[("evol_score", "descending"), ("id", "ascending")]).to_numpy()
-    shard = pc.dictionary_encode(table.column("shard")).combine_chunks()
-    shard_codes, shard_names = shard.indices.to_numpy(), shard.dictionary.to_pylist()
-    rows = table.column("row").to_numpy()
-    ids = table.column("id")
-
-    def take_ids(positions) -> pa.Array:
-        return ids.take(pa.array(np.asarray(positions, dtype=np.int64)))
+    candidates = diverse_candidates(config.scored, config.embeddings, config.block_size, config.sort_on)
+    visited_ids: list[pa.Array] = []
+    visited_scores: list[pa.Array] = []
 
     def blocks():
-        for n, start in enumerate(range(0, len(order), config.block_size)):
-            positions = order[start:start + config.block_size]
-            names = [shard_names[c] for c in shard_codes[positions]]
-            yield positions, normalise_rows(store.gather(names, rows[positions]))
+        start = 0
+        for n, batch in enumerate(candidates.batches):
+            visited_ids.append(batch.column("id").combine_chunks())
+            visited_scores.append(batch.column("evol_score").combine_chunks())
+            positions = np.arange(start, start + batch.num_rows)
+            start += batch.num_rows
+            yield positions, normalise_rows(store.gather(batch.column("shard").to_pylist(), batch.column("row").to_numpy()))
             if n % 20 == 19:
-                print(f"  visited {start + len(positions):,} candidates", file=sys.stderr, flush=True)
+                print(f"  visited {start:,} of {candidates.count:,} candidates", file=sys.stderr, flush=True)
 
-    dim = store.dim
-    index = RemoteKeptIndex(dim, config.device) if config.index == "actor" else KeptIndex(dim, config.device)
+    index = RemoteKeptIndex(store.dim, config.device) if config.index == "actor" else KeptIndex(store.dim, config.device)
     result = run_filter(blocks(), index, config.budget, config.threshold)
     backend = index.describe()
     if hasattr(index, "close"):
         index.close()
+    ids = pa.chunked_array(visited_ids, pa.string()) if visited_ids else pa.chunked_array([], pa.string())
+
+    def take_ids(positions) -> pa.Array:
+        return ids.take(pa.array(np.asarray(positions, dtype=np.int64))).combine_chunks()
+
     rejections = pa.table({
-        "id": take_ids(result.rejected).cast(pa.string()),
-        "nearest_kept_id": take_ids(result.rejected_nearest).cast(pa.string()),
+        "id": take_ids(result.rejected),
+        "nearest_kept_id": take_ids(result.rejected_nearest),
         "similarity": pa.array(result.rejected_similarity, pa.float64()),
     })
-    visited = order[: result.visited]
-    visits = pa.table({"id": take_ids(visited).cast(pa.string()),
-                       "evol_score": pa.array(table.column("evol_score").to_numpy()[visited], pa.float64()),
+    visits = pa.table({"id": ids.slice(0, result.visited).combine_chunks(),
+                       "evol_score": pa.chunked_array(visited_scores, pa.float64()).slice(0, result.visited).combine_chunks(),
                        "accepted": pa.array(result.visit_accepted, pa.bool_()),
                        "nearest_kept_similarity": pa.array(result.visit_similarity, pa.float64())})
     write_part(visits, config.output, "visits.parquet")
-    return np.asarray(result.kept, dtype=np.int64), rejections, {"visited": result.visited, "index": backend}
+    extra = {"visited": result.visited, "index": backend, "candidates": candidates.count,
+             "ineligible": candidates.ineligible, "sorted_on": candidates.sorted_on}
+    return take_ids(result.kept).to_pylist(), rejections, extra
 
 
 def _selected_rows(scored: str, selected_ids: list[str]) -> pa.Table:
@@ -176,14 +177,14 @@ def select_pool(config: SelectJobConfig) -> dict:
     if list_parts(config.output) and not config.overwrite:
         raise FileExistsError(f"{config.output} already holds a selection; pass --overwrite to replace it")
     clear_directory(config.output)
-    table, ineligible = _candidates(config)
-    extra: dict = {}
     rejections = None
     if config.strategy == "diverse":
-        kept, rejections, extra = _diverse(config, table)
+        selected_ids, rejections, extra = _diverse(config)
     else:
+        table, ineligible = _candidates(config)
         kept = _order(config, table)
-    selected_ids = table.column("id").take(pa.array(kept, pa.int64())).to_pylist() if len(kept) else []
+        selected_ids = table.column("id").take(pa.array(kept, pa.int64())).to_pylist() if len(kept) else []
+        extra = {"candidates": table.num_rows, "ineligible": ineligible}
     rows = _selected_rows(config.scored, selected_ids)
     write_part(rows, config.output, "selected.parquet")
     write_sharegpt_jsonl(rows, posixpath.join(config.output, "selected.jsonl"))
@@ -191,7 +192,7 @@ def select_pool(config: SelectJobConfig) -> dict:
         write_part(rejections, config.output, "rejections.parquet")
     summary = {
         "strategy": config.strategy, "budget": config.budget, "threshold": config.threshold,
-        "candidates": table.num_rows, "ineligible": ineligible, "selected": len(selected_ids),
+        "selected": len(selected_ids),
         "rejected": rejections.num_rows if rejections is not None else 0, **extra,
         "seconds": round(time.time() - started, 3), "output": config.output, "config": asdict(config),
     }

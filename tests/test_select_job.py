@@ -141,3 +141,41 @@ def test_duplicate_ids_are_refused(run_dir, tmp_path):
     shutil.copy(parts[0], tmp_path / "scored" / "b.parquet")  # the same rows twice
     with pytest.raises(ValueError, match="duplicate sample ids"):
         select_pool(SelectJobConfig(scored=str(tmp_path / "scored"), output=str(tmp_path / "sel"), strategy="evol"))
+
+
+@pytest.mark.ray
+def test_ray_data_candidate_order_equals_the_driver_order(ray_session, run_dir, tmp_path):
+    """The streamed (Ray Data join + sort) candidate order selects exactly what the in-driver order
+    selects, with the same ineligible counts, visits and rejections; duplicates are refused there too."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from deita_ray.select.candidates import diverse_candidates
+
+    scored = tmp_path / "scored"
+    shutil.copytree(run_dir / "scored", scored)
+    first = sorted(scored.glob("*.parquet"))[0]
+    table = pq.read_table(first)
+    nulled = pc.if_else(pa.array([i % 3 == 0 for i in range(table.num_rows)]), pa.scalar(None, pa.float64()),
+                        table.column("evol_score"))
+    pq.write_table(table.set_column(table.schema.get_field_index("evol_score"), "evol_score", nulled), first)
+    runs = {}
+    for sort_on in ("driver", "ray"):
+        runs[sort_on] = select_pool(SelectJobConfig(scored=str(scored), embeddings=str(run_dir / "embeddings"),
+                                                    output=str(tmp_path / sort_on), budget=150, block_size=16,
+                                                    index="local", sort_on=sort_on))
+    driver, ray_run = runs["driver"], runs["ray"]
+    assert ray_run["sorted_on"] == "ray" and driver["sorted_on"] == "driver"
+    assert driver["ineligible"] == ray_run["ineligible"] and driver["ineligible"]["no evol score"] > 0
+    assert driver["candidates"] == ray_run["candidates"] and driver["visited"] == ray_run["visited"]
+    for name in ("selected.parquet", "visits.parquet", "rejections.parquet"):
+        a, b = (pq.read_table(str(tmp_path / s / name)) for s in ("driver", "ray"))
+        assert a.column("id").to_pylist() == b.column("id").to_pylist(), name
+    cands = diverse_candidates(str(scored), str(run_dir / "embeddings"), block_size=64, sort_on="ray")
+    streamed = pa.concat_tables(list(cands.batches))
+    assert streamed.num_rows == cands.count == driver["candidates"]
+    shutil.copy(first, scored / "copy-of-first.parquet")
+    with pytest.raises(ValueError, match="duplicate sample ids"):
+        diverse_candidates(str(scored), str(run_dir / "embeddings"), block_size=64, sort_on="ray")

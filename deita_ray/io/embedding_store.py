@@ -49,14 +49,25 @@ def write_vector_shard(table: pa.Table, vectors_dir: str) -> pa.Table:
 
 class EmbeddingStore:
     def __init__(self, directory: str):
-        from deita_ray.io.writer import read_columns
+        from deita_ray.io.writer import list_parts
 
         self.directory = directory
-        self.index = read_columns(posixpath.join(directory, "index"), INDEX_COLUMNS)
-        if self.index is None:
+        if not list_parts(posixpath.join(directory, "index")):
             raise FileNotFoundError(f"no embedding index under {directory}/index (run `deita-ray embed` first)")
+        self._index: pa.Table | None = None
         self._maps: dict[str, np.ndarray] = {}
         self._cache_dir = None
+        self._dim: int | None = None
+
+    @property
+    def index(self) -> pa.Table:
+        """The whole id -> (shard, row) index, read on first use (O(pool) memory: the selector
+        streams it through Ray Data instead, see select/candidates.py)."""
+        if self._index is None:
+            from deita_ray.io.writer import read_columns
+
+            self._index = read_columns(posixpath.join(self.directory, "index"), INDEX_COLUMNS)
+        return self._index
 
     def _shard(self, name: str) -> np.ndarray:
         if name not in self._maps:
@@ -75,8 +86,15 @@ class EmbeddingStore:
 
     @property
     def dim(self) -> int:
-        first = next(s for s in self.index.column("shard").to_pylist() if s is not None)
-        return int(self._shard(first).shape[1])
+        if self._dim is None:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(posixpath.join(self.directory, "vectors"))
+            shards = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".npy")) if fs.exists(path) else []
+            if not shards:
+                raise FileNotFoundError(f"no vector shards under {self.directory}/vectors (every row failed to embed?)")
+            self._dim = int(self._shard(posixpath.basename(shards[0])).shape[1])
+        return self._dim
 
     def gather(self, shards: list[str], rows: np.ndarray) -> np.ndarray:
         """float32 vectors for (shard, row) pairs, in the order given."""

@@ -1,0 +1,123 @@
+"""The diverse strategy's candidates, streamed in selection order, from the driver or from Ray Data.
+
+    from deita_ray.select.candidates import diverse_candidates
+    cands = diverse_candidates("out/scored", "out/embeddings", block_size=1024, sort_on="auto")
+    for batch in cands.batches: ...   # pa.Table: id, evol_score, shard, row; evol desc, id asc
+
+Candidates are the scored rows with an evol score and a stored vector. The Repr Filter visits them
+by evol score descending, ties by id ascending (UTF-8 byte order, as `selection_order`).
+
+Two ways to build that order, with the same result (tested):
+- `driver`: read ids and scores into this process, join and sort with Arrow. The simplest, and
+  right for small pools and runs without Ray. Memory grows by ~1 KB per pool row.
+- `ray`: Ray Data reads, joins and sorts across the cluster (in the object store, spilling to disk
+  when needed); this process only receives the sorted blocks one at a time. The driver's memory
+  stays flat as the pool grows, which a million-sample pool needs.
+`auto` takes `ray` when a Ray session is up and the pool has at least RAY_SORT_FROM_ROWS rows (Ray
+Data's fixed cost, ~15 s on a laptop, outweighs the memory it saves below that), else `driver`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from deita_ray.io.writer import list_parts, read_columns
+
+SORT_KEYS = [("evol_score", "descending"), ("id", "ascending")]
+SCHEMA = pa.schema([("id", pa.string()), ("evol_score", pa.float64()), ("shard", pa.string()), ("row", pa.int64())])
+SORT_ON = ("auto", "driver", "ray")
+RAY_SORT_FROM_ROWS = 100_000
+
+
+@dataclass
+class Candidates:
+    count: int                                  # candidates that will be streamed
+    ineligible: dict = field(default_factory=dict)
+    batches: Iterator[pa.Table] = iter(())       # id, evol_score, shard, row; in selection order
+    sorted_on: str = "driver"
+
+
+def diverse_candidates(scored: str, embeddings: str, block_size: int, sort_on: str = "auto") -> Candidates:
+    if sort_on not in SORT_ON:
+        raise ValueError(f"sort_on must be one of {SORT_ON}, got {sort_on!r}")
+    if sort_on == "auto":
+        import ray
+
+        from deita_ray.io.writer import count_rows
+
+        big = ray.is_initialized() and count_rows(scored) >= RAY_SORT_FROM_ROWS
+        sort_on = "ray" if big else "driver"
+    build = _on_ray if sort_on == "ray" else _in_driver
+    return build(scored, posixpath.join(embeddings, "index"), block_size)
+
+
+def _duplicates_error(scored: str, examples: list) -> ValueError:
+    return ValueError(f"{scored} has duplicate sample ids (e.g. {examples[:3]}); ids must be unique to select")
+
+
+def _in_driver(scored: str, index_dir: str, block_size: int) -> Candidates:
+    table = read_columns(scored, ["id", "evol_score"])
+    if table is None:
+        raise FileNotFoundError(f"no scored Parquet under {scored} (run `deita-ray score` first)")
+    if pc.count_distinct(table.column("id")).as_py() != table.num_rows:
+        counts = pc.value_counts(table.column("id"))
+        dupes = counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist()
+        raise _duplicates_error(scored, dupes)
+    scored_rows = table.num_rows
+    table = table.filter(pc.is_valid(table.column("evol_score")))
+    no_score = scored_rows - table.num_rows
+    index = read_columns(index_dir, ["id", "shard", "row"])
+    if index is None:
+        raise FileNotFoundError(f"no embedding index under {index_dir} (run `deita-ray embed` first)")
+    index = index.filter(pc.is_valid(index.column("shard")))
+    joined = table.join(index, "id", join_type="inner")
+    ordered = joined.take(pc.sort_indices(joined, sort_keys=SORT_KEYS)).select(SCHEMA.names).cast(SCHEMA)
+    batches = (ordered.slice(start, block_size) for start in range(0, ordered.num_rows, block_size))
+    return Candidates(ordered.num_rows, {"no evol score": no_score, "no embedding": table.num_rows - ordered.num_rows},
+                      batches, "driver")
+
+
+def _filesystem(directory: str) -> dict:
+    """Ray Data's `filesystem` for an fsspec URL (list_parts strips the protocol from paths)."""
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, _ = fsspec.core.url_to_fs(directory)
+    if isinstance(fs, LocalFileSystem):
+        return {}
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return {"filesystem": PyFileSystem(FSSpecHandler(fs))}
+
+
+def _on_ray(scored: str, index_dir: str, block_size: int) -> Candidates:
+    import ray.data
+    from ray.data.expressions import col
+
+    parts = list_parts(scored)
+    if not parts:
+        raise FileNotFoundError(f"no scored Parquet under {scored} (run `deita-ray score` first)")
+    index_parts = list_parts(index_dir)
+    if not index_parts:
+        raise FileNotFoundError(f"no embedding index under {index_dir} (run `deita-ray embed` first)")
+    ids = ray.data.read_parquet(parts, columns=["id", "evol_score"], **_filesystem(scored))
+    scored_rows = ids.count()  # from Parquet metadata, no data read
+    dupes = ids.groupby("id").count().rename_columns({"count()": "n"}).filter(expr=col("n") > 1).take(3)
+    if dupes:
+        raise _duplicates_error(scored, [d["id"] for d in dupes])
+    with_score = ids.filter(expr=col("evol_score").is_not_null()).materialize()
+    vectors = ray.data.read_parquet(index_parts, columns=["id", "shard", "row"], **_filesystem(index_dir)).filter(expr=col("shard").is_not_null())
+    # Partitions sized for ~100K rows each keep every join/sort task small on any cluster.
+    partitions = max(1, min(64, scored_rows // 100_000 + 1))
+    joined = with_score.join(vectors, join_type="inner", num_partitions=partitions, on=("id",))
+    ordered = joined.sort(["evol_score", "id"], descending=[True, False]).materialize()
+    count = ordered.count()
+    batches = ordered.iter_batches(batch_size=block_size, batch_format="pyarrow", prefetch_batches=1)
+    eligible = with_score.count()
+    return Candidates(count, {"no evol score": scored_rows - eligible, "no embedding": eligible - count},
+                      (b.select(SCHEMA.names).cast(SCHEMA) for b in batches), "ray")
