@@ -1,0 +1,130 @@
+"""Training rows without Ray: Vicuna/chat-template masks, preference styles, scorer labels, skips, config."""
+
+import json
+
+import pytest
+from transformers import AutoTokenizer
+
+from deita_ray.config import ConfigError
+from deita_ray.train import data
+from deita_ray.train.config import load_train_config
+
+CONV = [{"from": "human", "value": "Name a colour."}, {"from": "gpt", "value": "Blue."},
+        {"from": "human", "value": "Another?"}, {"from": "gpt", "value": "Green, of course."}]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_models):
+    return AutoTokenizer.from_pretrained(str(tiny_models["scorer-complexity"]))
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return str(path)
+
+
+def _masked_text(tokenizer, row) -> str:
+    return tokenizer.decode([t for t, m in zip(row["input_ids"], row["assistant_masks"]) if m])
+
+
+@pytest.mark.parametrize("template", ["vicuna", "model"])
+def test_sft_loss_mask_covers_exactly_the_assistant_turns(tmp_path, tokenizer, template):
+    path = _write_jsonl(tmp_path / "sel.jsonl", [{"conversations": CONV}])
+    table, stats = data.prepare_sft([path], tokenizer, template=template, max_length=512)
+    row = table.to_pylist()[0]
+    masked = _masked_text(tokenizer, row)
+    # Both answers and their end-of-turn token, nothing of the user turns or the system prompt.
+    assert masked.replace(" ", "") == "Blue.</s>Green,ofcourse.</s>"
+    unmasked = tokenizer.decode([t for t, m in zip(row["input_ids"], row["assistant_masks"]) if not m])
+    assert "Name a colour." in unmasked and "Another?" in unmasked and "Blue" not in unmasked
+    if template == "vicuna":
+        assert tokenizer.decode(row["input_ids"]).startswith("<s>A chat between a curious user")
+    assert stats == {"rows_in": 1, "rows_used": 1, "rows_skipped": 0, "skipped": {}, "rows_cut_to_fit": 0}
+
+
+def test_sft_counts_bad_and_fully_truncated_rows(tmp_path, tokenizer):
+    long_question = {"conversations": [{"from": "human", "value": "word " * 400}, {"from": "gpt", "value": "ok"}]}
+    rows = [{"conversations": CONV}, long_question, "{not json", {"conversations": [{"from": "human", "value": "hi"}]}]
+    table, stats = data.prepare_sft([_write_jsonl(tmp_path / "s.jsonl", rows)], tokenizer, max_length=160)
+    assert table.num_rows == 1 and stats["rows_in"] == 4 and stats["rows_skipped"] == 3
+    assert stats["skipped"]["no assistant token within max_length 160"] == 1
+    assert sum(stats["skipped"].values()) == 3  # the JSON error and the unanswered turn, each by reason
+    with pytest.raises(data.NoTrainingRows, match="no usable SFT rows out of 1"):
+        data.prepare_sft([_write_jsonl(tmp_path / "bad.jsonl", [long_question])], tokenizer, max_length=160)
+
+
+def test_dpo_reads_plain_ultrafeedback_and_sharegpt_preference_styles(tmp_path, tokenizer):
+    rows = [
+        {"prompt": "Pick a fruit.", "chosen": "Apple.", "rejected": "Rock."},
+        {"prompt": "Pick a fruit.", "chosen": [{"role": "user", "content": "Pick a fruit."},
+                                               {"role": "assistant", "content": "Apple."}],
+         "rejected": [{"role": "user", "content": "Pick a fruit."}, {"role": "assistant", "content": "Rock."}]},
+        {"conversations": [{"from": "human", "value": "Pick a fruit."}],
+         "chosen": {"from": "gpt", "value": "Apple."}, "rejected": {"from": "gpt", "value": "Rock."}},
+        {"prompt": "Same?", "chosen": "x", "rejected": "x"},
+        {"prompt": "No rejected", "chosen": "x"},
+    ]
+    table, stats = data.prepare_dpo([_write_jsonl(tmp_path / "p.jsonl", rows)], tokenizer)
+    out = table.to_pylist()
+    assert len(out) == 3 and out[0] == out[1] == out[2]  # the three styles render identically
+    assert out[0]["prompt"] == "<s>" + data.VICUNA_SYSTEM + " USER: Pick a fruit. ASSISTANT:"
+    assert out[0]["chosen"] == " Apple.</s>" and out[0]["rejected"] == " Rock.</s>"
+    assert stats["skipped"] == {"chosen equals rejected": 1, "a preference row needs chosen and rejected": 1}
+
+
+def test_dpo_cuts_long_prompts_to_their_last_tokens(tmp_path, tokenizer):
+    rows = [{"prompt": "start " + "filler " * 300 + "the real question?", "chosen": "a", "rejected": "b"}]
+    table, stats = data.prepare_dpo([_write_jsonl(tmp_path / "p.jsonl", rows)], tokenizer, max_prompt_length=32)
+    prompt = table.column("prompt")[0].as_py()
+    assert stats["rows_cut_to_fit"] == 1 and prompt.endswith("the real question? ASSISTANT:")
+    assert "start" not in prompt and len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= 33
+
+
+def test_dpo_on_the_shared_preference_demo(shared_data, tokenizer):
+    table, stats = data.prepare_dpo([str(shared_data / "dpo_en_demo.json")], tokenizer)
+    assert stats["rows_in"] == 300 and stats["rows_used"] + stats["rows_skipped"] == 300
+    assert stats["rows_used"] > 250 and table.column("chosen")[0].as_py().endswith("</s>")
+
+
+def test_scorer_rows_end_in_the_score_digit_which_is_the_only_loss_token(tmp_path, tokenizer):
+    from deita_ray.engines.base import digit_token_ids
+    from deita_ray.prompts import complexity_prompt, quality_prompt
+
+    digits = digit_token_ids(tokenizer)
+    rows = [{"instruction": "Explain gravity.", "score": 4}, {"instruction": "Hi", "score": 7},
+            {"instruction": "Hi", "score": "2.5"}, {"instruction": "", "score": 3},
+            {"conversations": [{"from": "human", "value": complexity_prompt("Explain gravity.")},
+                               {"from": "gpt", "value": "4"}]}]
+    table, stats = data.prepare_scorer([_write_jsonl(tmp_path / "l.jsonl", rows)], tokenizer, "complexity")
+    a, b = table.to_pylist()
+    assert a == b  # the released-data style and the label style give the same row
+    assert a["input_ids"][:-1] == tokenizer.encode(complexity_prompt("Explain gravity."))  # as `deita-ray score` does
+    assert a["input_ids"][-1] == digits[3] and a["assistant_masks"] == [0] * (len(a["input_ids"]) - 1) + [1]
+    assert stats["rows_skipped"] == 3 and stats["skipped"]["score must be an integer from 1 to 6"] == 2
+    q, _ = data.prepare_scorer([_write_jsonl(tmp_path / "q.jsonl", [{"instruction": "I", "response": "R", "score": 1}])],
+                               tokenizer, "quality")
+    assert q.to_pylist()[0]["input_ids"][:-1] == tokenizer.encode(quality_prompt("I", "R"))
+
+
+def test_train_config_presets_overrides_and_errors(tiny_models, tmp_path):
+    model = str(tiny_models["scorer-complexity"])
+    sel = _write_jsonl(tmp_path / "s.jsonl", [{"conversations": CONV}])
+    base = {"model": model, "data": sel, "output": str(tmp_path / "o")}
+    cfg = load_train_config("sft", data=base, preset="deita-mistral-7b-sft", overrides=["num_workers=8"])
+    assert (cfg.learning_rate, cfg.epochs, cfg.global_batch_size, cfg.warmup_ratio, cfg.lr_scheduler, cfg.max_length) == \
+        (2e-5, 6, 512, 0.1, "cosine", 2048)
+    assert cfg.grad_accumulation == 64 and cfg.data == [sel]
+    dpo = load_train_config("dpo", data=base, preset="deita-mistral-7b-dpo")
+    assert (dpo.beta, dpo.learning_rate, dpo.epochs, dpo.global_batch_size, dpo.lr_scheduler, dpo.max_prompt_length) == \
+        (0.1, 5e-7, 9, 32, "linear", 512)
+    with pytest.raises(ConfigError, match="global_batch_size: 512 is not a multiple"):
+        load_train_config("sft", data=base, preset="deita-mistral-7b-sft", overrides=["num_workers=3"])
+    with pytest.raises(ConfigError, match="unknown key 'learning_rat'"):
+        load_train_config("sft", data=base, overrides=["learning_rat=1"])
+    with pytest.raises(ConfigError, match="model path .* does not exist"):
+        load_train_config("sft", data={**base, "model": str(tmp_path / "nope")})
+    with pytest.raises(ConfigError, match="is for `train dpo`"):
+        load_train_config("sft", data=base, preset="deita-mistral-7b-dpo")
+    with pytest.raises(ConfigError, match="deepspeed"):
+        load_train_config("sft", data=base, overrides=["deepspeed=zero9"])
+    assert load_train_config("sft", data=base, overrides=["deepspeed=zero3"]).deepspeed_config()["zero_optimization"]["stage"] == 3
