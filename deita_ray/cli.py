@@ -22,6 +22,7 @@ or step by step:
       --complexity-model models/scorer-complexity --quality-model models/scorer-quality
   deita-ray embed out/scored -o out/                   # all-MiniLM-L6-v2 by default (offline)
   deita-ray select out/ --budget 1000 --threshold 0.9   # -> out/selection/selected.jsonl
+  deita-ray train sft out/selection/selected.jsonl --model models/scorer-quality -o runs/sft
 
 On a GPU cluster, with real Deita scorers and vLLM:
   ray job submit --working-dir . -- python -m deita_ray.cli score s3://bucket/pool/ -o s3://bucket/out/ \\
@@ -247,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_select_arguments(p)
     p.set_defaults(func=cmd_select)
+
+    from deita_ray.train.cli import add_train_parser
+
+    add_train_parser(sub)
 
     p = sub.add_parser("make-models", help="build tiny offline scorer and embedder models (for local runs and tests)",
                        description=tiny_models.__doc__.split("\n\n")[0])

@@ -150,6 +150,10 @@ def load_train_config(task: str, data: dict | None = None, preset: str | None = 
     if raw.get("task", task) != task:
         raise ConfigError(f"task: the config says {raw['task']!r} but the command is `train {task}`")
     raw = _merge(base, {**raw, "task": task, "preset": preset})
+    missing = [k for k in ("model", "data", "output") if not raw.get(k)]
+    if missing:
+        raise ConfigError(f"missing {', '.join(missing)}: give them on the command line (--model, DATA..., -o) "
+                          "or in the --config file")
     if isinstance(raw.get("data"), str):
         raw["data"] = [raw["data"]]
     config = _build(TrainConfig, raw)

@@ -63,7 +63,12 @@ def train(config: TrainConfig, log=print) -> dict:
 
     started = time.time()
     output = _absolute(config.output)
-    config = dataclasses.replace(config, output=output)
+
+    def local_to_absolute(model):  # workers run in another directory; hub names stay as they are
+        return os.path.abspath(os.path.expanduser(model)) if model and os.path.exists(os.path.expanduser(model)) else model
+
+    config = dataclasses.replace(config, output=output, model=local_to_absolute(config.model),
+                                 ref_model=local_to_absolute(config.ref_model))
     table, stats = prepare_rows(config)
     log(f"{config.task}: {stats['rows_used']:,} of {stats['rows_in']:,} rows usable" +
         (f", skipped {stats['rows_skipped']:,}: " + "; ".join(f"{n} x {r}" for r, n in stats["skipped"].items())
