@@ -1,5 +1,6 @@
 """`ray job submit` for real: our own Ray head on loopback (token auth on, Ray 2.60's default),
-`deita-ray run` submitted with the shipped runtime env, output checked, and only that head stopped."""
+`deita-ray run` and then `deita-ray train sft` on its selection submitted with the shipped runtime env,
+outputs checked, and only that head stopped."""
 
 import json
 import os
@@ -63,22 +64,33 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
                             "--disable-usage-stats", *agent_ports], env=env, capture_output=True, text=True, timeout=120)
     try:
         assert start.returncode == 0, start.stdout + start.stderr
-        command = [str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir",
-                   str(REPO), "--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--",
-                   "python", "-m", "deita_ray.cli", "run", str(config)]
-        deadline = time.time() + 120
-        while True:
-            submit = subprocess.run(command, env=env, capture_output=True, text=True, timeout=480, cwd=REPO)
-            log = submit.stdout + submit.stderr
-            # Right after `ray start` the head's job agent may not be up yet; Ray says to try again.
-            if "No available agent to submit job" not in log or time.time() > deadline:
-                break
-            time.sleep(3)
-        assert submit.returncode == 0, log[-4000:]
-        assert "succeeded" in log.lower(), log[-4000:]
+        def submit(*entrypoint: str) -> str:
+            command = [str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir",
+                       str(REPO), "--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--", *entrypoint]
+            deadline = time.time() + 120
+            while True:
+                done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=480, cwd=REPO)
+                log = done.stdout + done.stderr
+                # Right after `ray start` the head's job agent may not be up yet; Ray says to try again.
+                if "No available agent to submit job" not in log or time.time() > deadline:
+                    break
+                time.sleep(3)
+            assert done.returncode == 0, log[-4000:]
+            assert "succeeded" in log.lower(), log[-4000:]
+            return log
+
+        submit("python", "-m", "deita_ray.cli", "run", str(config))
         stages = json.loads((out / "run_stats.json").read_text())["stages"]
         assert stages["score"]["reconciled"] and stages["select"]["rows_out"] == 50
         assert len((out / "selection" / "selected.jsonl").read_text().splitlines()) == 50
+        # Then train on the selection, as a second job on the same cluster (2 Ray Train workers).
+        runs = tmp_path / "sft"
+        submit("python", "-m", "deita_ray.cli", "train", "sft", str(out / "selection" / "selected.jsonl"),
+               "--model", str(tiny_models["scorer-quality"]), "-o", str(runs), "--workers", "2",
+               "--global-batch-size", "4", "--per-device-batch-size", "2", "--max-steps", "2", "--max-length", "256")
+        summary = json.loads((runs / "train_summary.json").read_text())
+        assert summary["rows"]["rows_used"] == 50 and summary["global_step"] == 2 and summary["world_size"] == 2
+        assert (runs / "model" / "model.safetensors").exists()
     finally:
         _stop_head(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
