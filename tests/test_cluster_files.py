@@ -23,7 +23,7 @@ def _commands(text: str) -> list[list[str]]:
         line = line.split("#", 1)[0] if not line.lstrip().startswith("#") else line.lstrip("# ")
         for match in re.finditer(r"(?:deita-ray|python -m deita_ray\.cli)\s+([a-z-]+\b.*)", line):
             words = shlex.split(match.group(1))
-            if words and words[0] in {"run", "score", "embed", "select", "quickstart", "make-models", "make-pool"}:
+            if words and words[0] in {"run", "score", "embed", "select", "quickstart", "make-models", "make-pool", "train"}:
                 found.append(words)
     return found
 
@@ -67,6 +67,11 @@ def test_documented_commands_are_real(doc):
         if args.command == "run":
             config = load_config(args.config, list(args.set or []))  # unknown keys / wrong types raise
             assert config.output
+        if args.command == "train":  # flags parsed above; presets and --set keys must be real too
+            from deita_ray.train.config import PRESETS, TrainConfig
+
+            assert args.preset is None or PRESETS[args.preset]["task"] == args.task
+            assert all(kv.split("=", 1)[0] in TrainConfig.__dataclass_fields__ for kv in args.set or [])
 
 
 def test_every_doc_with_cluster_commands_was_checked():
