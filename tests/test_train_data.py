@@ -128,3 +128,19 @@ def test_train_config_presets_overrides_and_errors(tiny_models, tmp_path):
     with pytest.raises(ConfigError, match="deepspeed"):
         load_train_config("sft", data=base, overrides=["deepspeed=zero9"])
     assert load_train_config("sft", data=base, overrides=["deepspeed=zero3"]).deepspeed_config()["zero_optimization"]["stage"] == 3
+
+
+def test_dpo_with_the_models_own_chat_template(tmp_path, tokenizer):
+    path = _write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Pick a fruit.", "chosen": "Apple.", "rejected": "Rock."}])
+    row = data.prepare_dpo([path], tokenizer, template="model")[0].to_pylist()[0]
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "Pick a fruit."},
+                                              {"role": "assistant", "content": "Apple."}], tokenize=False)
+    assert row["prompt"] + row["chosen"] == rendered and row["chosen"].endswith(tokenizer.eos_token)
+
+
+def test_sft_rows_from_the_shared_real_pools_reconcile(shared_data, tokenizer):
+    inputs = [str(shared_data / name) for name in ("lima.json", "alpaca_en_demo.json", "sharegpt_dummy_conversation.json")]
+    table, stats = data.prepare_sft(inputs, tokenizer, max_length=1024)
+    assert stats["rows_in"] == 1029 + 999 + 500 == stats["rows_used"] + stats["rows_skipped"]
+    assert table.num_rows == stats["rows_used"] > 2400
+    assert all(1 in m for m in table.column("assistant_masks").to_pylist())
