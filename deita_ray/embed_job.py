@@ -14,13 +14,11 @@ import posixpath
 import time
 from dataclasses import asdict, dataclass, field
 
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from deita_ray.engines.embedders import EmbedderConfig
 from deita_ray.io.embedding_store import write_vector_shard
 from deita_ray.io.reader import plan_reads
-from deita_ray.io.writer import read_columns
+from deita_ray.io.writer import sum_columns
 from deita_ray.job_io import (prepare_output, start_stage, read_and_quarantine, reconcile, stage_paths, write_json,
                               write_part_atomic)
 from deita_ray.stages.embed import EmbedStage
@@ -88,16 +86,15 @@ def embed_local(config: EmbedJobConfig, stage: EmbedStage | None = None) -> dict
 
 def summarize(config: EmbedJobConfig, seconds: float) -> dict:
     paths = stage_paths(config.output, "embed")
-    index = read_columns(posixpath.join(paths["out"], "index"), ["embed_truncated", "embed_tokens", "shard"])
-    rows = index.num_rows if index is not None else 0
-    tokens = int(pc.sum(index.column("embed_tokens")).as_py() or 0) if rows else 0
+    rows, totals = sum_columns(posixpath.join(paths["out"], "index"), {
+        "tokens": "embed_tokens", "truncated": "embed_truncated", "no_vector": "nulls:shard"})
     counts = reconcile(paths, rows)
     summary = {
-        "rows_in": counts["rows_in"], "rows_embedded": rows - (index.column("shard").null_count if rows else 0),
-        "rows_without_embedding": index.column("shard").null_count if rows else 0,
+        "rows_in": counts["rows_in"], "rows_embedded": rows - totals["no_vector"],
+        "rows_without_embedding": totals["no_vector"],
         "rows_out": rows, "rows_quarantined": counts["rows_quarantined"], "reconciled": counts["reconciled"],
-        "rows_truncated": int(pc.sum(pc.cast(index.column("embed_truncated"), pa.int64())).as_py() or 0) if rows else 0,
-        "tokens": tokens, "seconds": round(seconds, 3),
+        "rows_truncated": totals["truncated"],
+        "tokens": totals["tokens"], "seconds": round(seconds, 3),
         "samples_per_s": round(rows / seconds, 2) if seconds else None,
         "quarantine_reasons": counts["quarantine_reasons"], "output": paths["out"],
         "config": asdict(config),

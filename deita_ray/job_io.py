@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deita_ray.io.reader import ReadTask, read_task
-from deita_ray.io.writer import clear_directory, count_rows, list_parts, part_name, read_columns, write_part
+from deita_ray.io.writer import clear_directory, count_rows, count_values, list_parts, part_name, read_columns, sum_columns, write_part
 
 STAGE_DIRS = {
     "score": ("scored", "quarantine", "read_stats"),
@@ -150,13 +150,9 @@ def start_stage(config, stage: str, done_verb: str, ray_address: str | None = No
 
 def reconcile(paths: dict[str, str], rows_out: int) -> dict:
     """Rows read (independent count) against rows written + quarantined, with quarantine reasons."""
-    stats = read_columns(paths["read_stats"], ["rows_read"])
-    rows_in = int(pc.sum(stats.column("rows_read")).as_py() or 0) if stats is not None else 0
+    rows_in = sum_columns(paths["read_stats"], {"rows_read": "rows_read"})[1]["rows_read"]
     quarantined = count_rows(paths["quarantine"])
-    reasons: dict[str, int] = {}
-    if quarantined:
-        for reason in read_columns(paths["quarantine"], ["reason"]).column("reason").to_pylist():
-            reasons[reason] = reasons.get(reason, 0) + 1
+    reasons = count_values(paths["quarantine"], "reason") if quarantined else {}
     return {"rows_in": rows_in, "rows_quarantined": quarantined, "reconciled": rows_in == rows_out + quarantined,
             "quarantine_reasons": reasons}
 

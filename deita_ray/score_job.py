@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from deita_ray.engines.base import EngineConfig
 from deita_ray.io.reader import plan_reads
-from deita_ray.io.writer import read_columns, write_part
+from deita_ray.io.writer import sum_columns, write_part
 from deita_ray.job_io import (prepare_output, start_stage, read_and_quarantine, reconcile, stage_paths, write_json,
                               write_part_atomic)
 from deita_ray.prompts import AGGREGATIONS
@@ -131,13 +131,10 @@ def score_local(config: ScoreJobConfig, complexity: ScoreStage | None = None, qu
 def summarize(output: str, seconds: float, config: ScoreJobConfig | None = None) -> dict:
     """Counts that must reconcile (rows in = scored + quarantined), flags and throughput; written as JSON."""
     paths = stage_paths(output, "score")
-    flags = read_columns(paths["out"], ["truncated", "evol_score", "complexity_tokens", "quality_tokens"])
-    scored = flags.num_rows if flags is not None else 0
-    tokens = truncated = unscored = 0
-    if scored:
-        tokens = int(pc.sum(flags.column("complexity_tokens")).as_py() + pc.sum(flags.column("quality_tokens")).as_py())
-        truncated = int(pc.sum(pc.cast(flags.column("truncated"), pa.int64())).as_py())
-        unscored = flags.column("evol_score").null_count
+    # Part by part: the driver's memory must not grow with the pool.
+    scored, totals = sum_columns(paths["out"], {"complexity": "complexity_tokens", "quality": "quality_tokens",
+                                                "truncated": "truncated", "unscored": "nulls:evol_score"})
+    tokens, truncated, unscored = totals["complexity"] + totals["quality"], totals["truncated"], totals["unscored"]
     counts = reconcile(paths, scored)
     summary = {
         "rows_in": counts["rows_in"], "rows_scored": scored, "rows_quarantined": counts["rows_quarantined"],

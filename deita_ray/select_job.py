@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from deita_ray.io.embedding_store import EmbeddingStore
-from deita_ray.io.writer import clear_directory, list_parts, read_columns, write_part
+from deita_ray.io.writer import arrow_filesystem, clear_directory, list_parts, read_columns, write_part
 from deita_ray.job_io import write_json
 from deita_ray.select.candidates import SORT_ON, diverse_candidates
 from deita_ray.select.baselines import STRATEGIES, random_selection, top_by, turn_sum
@@ -141,22 +141,26 @@ def _diverse(config: SelectJobConfig) -> tuple[list[str], pa.Table, dict]:
     return take_ids(result.kept).to_pylist(), rejections, extra
 
 
-def _selected_rows(scored: str, selected_ids: list[str]) -> pa.Table:
-    """Full scored rows of the selected ids (read part by part, filtered), in selection order."""
+def _selected_rows(scored: str, selected_ids: list[str], batch_rows: int = 2048) -> pa.Table:
+    """Full scored rows of the selected ids, in selection order. Parts are streamed in small
+    batches and filtered as they come, so the driver's peak is one batch plus the selected rows,
+    whatever the size of a part (a whole part with its texts can be hundreds of MB)."""
     wanted = pa.array(selected_ids, pa.string())
     pool = pa.default_memory_pool()
-    parts = []
-    import fsspec
-
-    fs, _ = fsspec.core.url_to_fs(scored)
+    found = []
+    fs = arrow_filesystem(scored)
     for part in list_parts(scored):
-        hits = pc.is_in(pq.read_table(part, columns=["id"], filesystem=fs).column("id"), value_set=wanted)
-        if pc.any(hits).as_py():  # decode a part's texts only when it holds selected rows
-            parts.append(pq.read_table(part, filesystem=fs).filter(hits))
-        # Arrow's allocator keeps freed pages; hand them back so the driver's peak tracks the
-        # selected rows, not every part read on the way.
+        with fs.open_input_file(part) as f:
+            reader = pq.ParquetFile(f)
+            if not pc.any(pc.is_in(reader.read(columns=["id"]).column("id"), value_set=wanted)).as_py():
+                continue  # decode a part's texts only when it holds selected rows
+            for batch in reader.iter_batches(batch_size=batch_rows):
+                hits = pc.is_in(batch.column(batch.schema.get_field_index("id")), value_set=wanted)
+                if pc.any(hits).as_py():
+                    found.append(pa.Table.from_batches([batch.filter(hits)]))
+        # Arrow's allocator keeps freed pages; hand them back between parts.
         pool.release_unused()
-    rows = pa.concat_tables(parts, promote_options="default")
+    rows = pa.concat_tables(found, promote_options="default").combine_chunks()
     rank = {sid: r for r, sid in enumerate(selected_ids)}
     ranks = [rank[i] for i in rows.column("id").to_pylist()]
     rows = rows.append_column("selection_rank", pa.array(ranks, pa.int64()))
