@@ -34,7 +34,7 @@ def _config(pool: str, out: str, models: dict, fake: bool) -> dict:
                       "engine": engine, "replicas": 1, "cpus_per_replica": 0.5, "batch_rows": 512},
             "embed": {"model": str(models["embedder"]), "engine": engine, "replicas": 2, "cpus_per_replica": 1,
                       "batch_rows": 512},
-            "select": {"budget": 1000, "threshold": 0.9}}
+            "select": {"budget": 1000, "threshold": 0.9, "sort_on": os.environ.get("BENCH_SORT_ON", "auto")}}
 
 
 def peak_rss_mb() -> float:
@@ -109,10 +109,13 @@ def main() -> None:
     parser.add_argument("--memory-sizes", nargs="*", type=int, default=[10_000, 100_000, 1_000_000],
                         help="pool sizes for the fake-engine read -> select memory check")
     parser.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
+    parser.add_argument("--sort-on", choices=["auto", "driver", "ray"], default="auto",
+                        help="where the selection sorts its candidates (auto: Ray Data from 100K rows)")
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "FAKE"), help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_pipeline.json"))
     args = parser.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="bench-pipeline-")
+    os.environ["BENCH_SORT_ON"] = args.sort_on  # the case subprocesses inherit it
     if args.one:
         print(json.dumps(one_case(int(args.one[0]), args.one[1] == "1", work)))
         return

@@ -141,6 +141,13 @@ def _diverse(config: SelectJobConfig) -> tuple[list[str], pa.Table, dict]:
     return take_ids(result.kept).to_pylist(), rejections, extra
 
 
+def _in_selection_order(rows: pa.Table, selected_ids: list[str]) -> pa.Table:
+    rank = {sid: r for r, sid in enumerate(selected_ids)}
+    ranks = [rank[i] for i in rows.column("id").to_pylist()]
+    rows = rows.append_column("selection_rank", pa.array(ranks, pa.int64()))
+    return rows.take(pc.sort_indices(rows.column("selection_rank")))
+
+
 def _selected_rows(scored: str, selected_ids: list[str], batch_rows: int = 2048) -> pa.Table:
     """Full scored rows of the selected ids, in selection order. Parts are streamed in small
     batches and filtered as they come, so the driver's peak is one batch plus the selected rows,
@@ -160,11 +167,7 @@ def _selected_rows(scored: str, selected_ids: list[str], batch_rows: int = 2048)
                     found.append(pa.Table.from_batches([batch.filter(hits)]))
         # Arrow's allocator keeps freed pages; hand them back between parts.
         pool.release_unused()
-    rows = pa.concat_tables(found, promote_options="default").combine_chunks()
-    rank = {sid: r for r, sid in enumerate(selected_ids)}
-    ranks = [rank[i] for i in rows.column("id").to_pylist()]
-    rows = rows.append_column("selection_rank", pa.array(ranks, pa.int64()))
-    return rows.take(pc.sort_indices(rows.column("selection_rank")))
+    return _in_selection_order(pa.concat_tables(found, promote_options="default").combine_chunks(), selected_ids)
 
 
 def write_sharegpt_jsonl(rows: pa.Table, path: str) -> None:
@@ -189,7 +192,12 @@ def select_pool(config: SelectJobConfig) -> dict:
         kept = _order(config, table)
         selected_ids = table.column("id").take(pa.array(kept, pa.int64())).to_pylist() if len(kept) else []
         extra = {"candidates": table.num_rows, "ineligible": ineligible}
-    rows = _selected_rows(config.scored, selected_ids)
+    if extra.get("sorted_on") == "ray":  # a big pool: the cluster reads the parts, the driver gets the selection
+        from deita_ray.select.candidates import selected_rows_on_ray
+
+        rows = _in_selection_order(selected_rows_on_ray(config.scored, selected_ids), selected_ids)
+    else:
+        rows = _selected_rows(config.scored, selected_ids)
     write_part(rows, config.output, "selected.parquet")
     write_sharegpt_jsonl(rows, posixpath.join(config.output, "selected.jsonl"))
     if rejections is not None:

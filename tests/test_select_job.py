@@ -173,6 +173,8 @@ def test_ray_data_candidate_order_equals_the_driver_order(ray_session, run_dir, 
     for name in ("selected.parquet", "visits.parquet", "rejections.parquet"):
         a, b = (pq.read_table(str(tmp_path / s / name)) for s in ("driver", "ray"))
         assert a.column("id").to_pylist() == b.column("id").to_pylist(), name
+    assert pq.read_table(str(tmp_path / "ray" / "selected.parquet")).equals(
+        pq.read_table(str(tmp_path / "driver" / "selected.parquet")))  # the full rows, read by Ray Data tasks
     cands = diverse_candidates(str(scored), str(run_dir / "embeddings"), block_size=64, sort_on="ray")
     streamed = pa.concat_tables(list(cands.batches))
     assert streamed.num_rows == cands.count == driver["candidates"]

@@ -121,3 +121,21 @@ def _on_ray(scored: str, index_dir: str, block_size: int) -> Candidates:
     eligible = with_score.count()
     return Candidates(count, {"no evol score": scored_rows - eligible, "no embedding": eligible - count},
                       (b.select(SCHEMA.names).cast(SCHEMA) for b in batches), "ray")
+
+
+def selected_rows_on_ray(scored: str, selected_ids: list[str]) -> pa.Table:
+    """The full scored rows of `selected_ids` (any order), filtered by Ray Data tasks: every part is
+    read and decoded on the cluster, and only the selected rows come back to the driver."""
+    import ray
+    import ray.data
+    from ray.data.expressions import col
+
+    parts = list_parts(scored)
+    found = ray.data.read_parquet(parts, **_filesystem(scored)).filter(expr=col("id").is_in(list(selected_ids)))
+    import pyarrow.parquet as pq
+
+    from deita_ray.io.writer import arrow_filesystem
+
+    schema = pq.read_schema(parts[0], filesystem=arrow_filesystem(scored))  # Ray may widen string types
+    tables = [t.select(schema.names).cast(schema) for t in ray.get(found.to_arrow_refs()) if t.num_rows]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
