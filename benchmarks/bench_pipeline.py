@@ -115,7 +115,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_pipeline.json"))
     args = parser.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="bench-pipeline-")
-    os.environ["BENCH_SORT_ON"] = args.sort_on  # the case subprocesses inherit it
+    if not args.one:
+        os.environ["BENCH_SORT_ON"] = args.sort_on  # the case subprocesses inherit it
     if args.one:
         print(json.dumps(one_case(int(args.one[0]), args.one[1] == "1", work)))
         return
