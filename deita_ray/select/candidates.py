@@ -26,7 +26,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deita_ray.io.writer import list_parts, read_columns
+from deita_ray.io.writer import arrow_filesystem, list_parts, read_columns
 
 SORT_KEYS = [("evol_score", "descending"), ("id", "ascending")]
 SCHEMA = pa.schema([("id", pa.string()), ("evol_score", pa.float64()), ("shard", pa.string()), ("row", pa.int64())])
@@ -82,19 +82,6 @@ def _in_driver(scored: str, index_dir: str, block_size: int) -> Candidates:
                       batches, "driver")
 
 
-def _filesystem(directory: str) -> dict:
-    """Ray Data's `filesystem` for an fsspec URL (list_parts strips the protocol from paths)."""
-    import fsspec
-    from fsspec.implementations.local import LocalFileSystem
-
-    fs, _ = fsspec.core.url_to_fs(directory)
-    if isinstance(fs, LocalFileSystem):
-        return {}
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    return {"filesystem": PyFileSystem(FSSpecHandler(fs))}
-
-
 def _on_ray(scored: str, index_dir: str, block_size: int) -> Candidates:
     import ray.data
     from ray.data.expressions import col
@@ -105,13 +92,13 @@ def _on_ray(scored: str, index_dir: str, block_size: int) -> Candidates:
     index_parts = list_parts(index_dir)
     if not index_parts:
         raise FileNotFoundError(f"no embedding index under {index_dir} (run `deita-ray embed` first)")
-    ids = ray.data.read_parquet(parts, columns=["id", "evol_score"], **_filesystem(scored))
+    ids = ray.data.read_parquet(parts, columns=["id", "evol_score"], filesystem=arrow_filesystem(scored))
     scored_rows = ids.count()  # from Parquet metadata, no data read
     dupes = ids.groupby("id").count().rename_columns({"count()": "n"}).filter(expr=col("n") > 1).take(3)
     if dupes:
         raise _duplicates_error(scored, [d["id"] for d in dupes])
     with_score = ids.filter(expr=col("evol_score").is_not_null()).materialize()
-    vectors = ray.data.read_parquet(index_parts, columns=["id", "shard", "row"], **_filesystem(index_dir)).filter(expr=col("shard").is_not_null())
+    vectors = ray.data.read_parquet(index_parts, columns=["id", "shard", "row"], filesystem=arrow_filesystem(index_dir)).filter(expr=col("shard").is_not_null())
     # Partitions sized for ~100K rows each keep every join/sort task small on any cluster.
     partitions = max(1, min(64, scored_rows // 100_000 + 1))
     joined = with_score.join(vectors, join_type="inner", num_partitions=partitions, on=("id",))
@@ -131,10 +118,8 @@ def selected_rows_on_ray(scored: str, selected_ids: list[str]) -> pa.Table:
     from ray.data.expressions import col
 
     parts = list_parts(scored)
-    found = ray.data.read_parquet(parts, **_filesystem(scored)).filter(expr=col("id").is_in(list(selected_ids)))
+    found = ray.data.read_parquet(parts, filesystem=arrow_filesystem(scored)).filter(expr=col("id").is_in(list(selected_ids)))
     import pyarrow.parquet as pq
-
-    from deita_ray.io.writer import arrow_filesystem
 
     schema = pq.read_schema(parts[0], filesystem=arrow_filesystem(scored))  # Ray may widen string types
     tables = [t.select(schema.names).cast(schema) for t in ray.get(found.to_arrow_refs()) if t.num_rows]

@@ -42,22 +42,13 @@ def prepare_rows(config: TrainConfig):
     return data.prepare_scorer(config.data, tokenizer, config.kind, config.max_length)
 
 
-def _write_parquet(table, url: str) -> None:
-    import fsspec
-    import pyarrow.parquet as pq
-
-    fs, path = fsspec.core.url_to_fs(url)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    with fs.open(path, "wb") as f:
-        pq.write_table(table, f)
-
-
 def train(config: TrainConfig, log=print) -> dict:
     import fsspec
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from deita_ray.io.writer import write_part
     from deita_ray.job_io import write_json
     from deita_ray.train.worker import FINAL_METRICS, train_loop
 
@@ -73,8 +64,8 @@ def train(config: TrainConfig, log=print) -> dict:
     log(f"{config.task}: {stats['rows_used']:,} of {stats['rows_in']:,} rows usable" +
         (f", skipped {stats['rows_skipped']:,}: " + "; ".join(f"{n} x {r}" for r, n in stats["skipped"].items())
          if stats["rows_skipped"] else "") + (f"; {stats['rows_cut_to_fit']:,} cut to fit" if stats["rows_cut_to_fit"] else ""))
+    write_part(table, posixpath.join(output, "prepared"), "train.parquet")
     prepared = posixpath.join(output, "prepared", "train.parquet")
-    _write_parquet(table, prepared)
     fs, ckpt_path = fsspec.core.url_to_fs(posixpath.join(output, "checkpoints"))
     if not config.resume and fs.exists(ckpt_path):
         fs.rm(ckpt_path, recursive=True)  # a fresh start was asked for: forget earlier checkpoints

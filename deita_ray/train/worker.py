@@ -142,18 +142,11 @@ def train_loop(loop_config: dict) -> None:
                "resumed_from_step": resumed_step, "probe_logits": probe_logits, "world_size": world,
                "gradient_accumulation_steps": args["gradient_accumulation_steps"]}
     if rank == 0:  # Ray's Result carries the last checkpoint's metrics; the final ones go to storage
-        _write_json(posixpath.join(cfg["output"], FINAL_METRICS), metrics)
+        from deita_ray.job_io import write_json
+
+        write_json(posixpath.join(cfg["output"], FINAL_METRICS), metrics)
     ray.train.report(metrics)
     shutil.rmtree(output_dir, ignore_errors=True)
-
-
-def _write_json(url: str, data: dict) -> None:
-    import json
-
-    import fsspec
-
-    with fsspec.open(url, "w") as f:
-        json.dump(data, f)
 
 
 def _step_of(checkpoint_dir: str | None) -> int | None:
