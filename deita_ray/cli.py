@@ -266,13 +266,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every failure ends in one line on stderr (exit 2); a stage's traceback goes to a log file it names."""
     args = build_parser().parse_args(argv)
     from deita_ray.io.reader import InputError
+    from deita_ray.pipeline import PipelineError
+    from deita_ray.runner.lock import OutputLocked
+    from deita_ray.runner.map_job import StageError, root_cause, save_traceback
+    from deita_ray.runner.session import ResourceError
 
     try:
         return args.func(args)
-    except (InputError, FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (InputError, FileExistsError, FileNotFoundError, ValueError, StageError, PipelineError, OutputLocked,
+            ResourceError) as exc:
         print(f"deita-ray: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deita-ray: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything else: one line, the traceback kept
+        cause = root_cause(exc)
+        log_file = save_traceback(exc)
+        print(f"deita-ray: error: {type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"
+              f" (traceback: {log_file})", file=sys.stderr)
         return 2
 
 

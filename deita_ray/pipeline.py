@@ -1,26 +1,42 @@
-"""`deita-ray run CONFIG`: pool -> scores -> embeddings -> selection -> report, as one Ray job.
+"""`deita-ray run CONFIG`: an ordered list of steps (score -> embed -> select -> report) as one Ray job.
 
     deita-ray run quickstart                         # the embedded default (local Ray, CPU, tiny models)
     deita-ray run my.yaml --set select.budget=10000  # any config, with overrides
 
-One Ray session for the whole run; each stage is the job of its own module (score_job,
-embed_job, select_job) and writes under `output/`. A stage whose summary says it finished and
-reconciled, for the same stage config, is not run again; an unfinished stage with the same config
-resumes, writing only the samples its finished parts do not hold (see job_io.py). So a rerun after
-a crash does only what is missing. `run_stats.json` holds one record per stage and `report/index.html` the
-selection report.
+Each step has a completion record on the output's own filesystem (runner/markers.py): a step whose
+record says it finished and reconciled, for the same config and the same upstream records, is
+skipped; an interrupted step with the same config resumes (only the samples its finished parts do
+not hold); a step whose inputs changed runs again, and so does everything after it. The output is
+held by one run at a time (runner/lock.py). The run stops at the first step whose counts do not
+reconcile. Everything is checked before any work starts: the whole configuration, the models (one
+line each) and whether the cluster can hold what each step asks for. `run_stats.json` holds one
+record per step and `report/index.html` the selection report.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
 import posixpath
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 from deita_ray.config import RunConfig
+from deita_ray.io import fs
+from deita_ray.runner import markers
+from deita_ray.runner.layout import run_stats_path, selection_dir
+
+
+class PipelineError(RuntimeError):
+    """A step ended without a result the next step can trust (counts that do not reconcile, no rows)."""
+
+
+@dataclass
+class Step:
+    name: str
+    label: str                       # what the log says when it runs
+    fingerprint: str                 # its config and its upstream steps' fingerprints
+    run: Callable[[bool], dict]      # run(resume) -> summary (with rows_in / rows_out / rows_quarantined)
 
 
 def _resolve_model(model: str, models_dir: str) -> str:
@@ -31,39 +47,21 @@ def _resolve_model(model: str, models_dir: str) -> str:
     return str(make_tiny_models(models_dir)[model[5:]])
 
 
-def _fingerprint(*parts) -> str:
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _inputs(config: RunConfig, log) -> list[str]:
+    inputs = list(config.inputs)
+    if config.sample_pool.dir:
+        import os
+
+        from deita_ray.tools.sample_pool import make_pool
+
+        if not os.path.exists(os.path.join(config.sample_pool.dir, "_manifest.json")):
+            log(f"making the sample pool in {config.sample_pool.dir}")
+            make_pool(config.sample_pool.dir, samples=config.sample_pool.samples, seed=config.sample_pool.seed)
+        inputs = inputs or [config.sample_pool.dir]
+    return inputs
 
 
-def _done(output: str, name: str, fingerprint: str) -> dict | None:
-    """The stage's summary if it completed for this exact stage config (the completion record)."""
-    path = posixpath.join(output, f"{name}_summary.json")
-    if not os.path.exists(path):
-        return None
-    summary = json.loads(open(path).read())
-    ok = summary.get("reconciled", True) and summary.get("fingerprint") == fingerprint
-    return summary if ok else None
-
-
-def _stamp(output: str, name: str, summary: dict, fingerprint: str) -> dict:
-    summary["fingerprint"] = fingerprint
-    with open(posixpath.join(output, f"{name}_summary.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=str)
-    return summary
-
-
-def _begin(output: str, name: str, fingerprint: str) -> bool:
-    """Mark a stage started; True when an interrupted run of the same stage config can be resumed."""
-    path = posixpath.join(output, f"_{name}_started.json")
-    resume = os.path.exists(path) and json.loads(open(path).read()).get("fingerprint") == fingerprint
-    with open(path, "w") as f:
-        json.dump({"fingerprint": fingerprint}, f)
-    return resume
-
-
-def run_pipeline(config: RunConfig, log=print) -> dict:
-    import ray
-
+def build_steps(config: RunConfig, inputs: list[str]) -> list[Step]:
     from deita_ray.embed_job import EmbedJobConfig, embed_pool
     from deita_ray.engines.base import EngineConfig
     from deita_ray.engines.embedders import MINILM, EmbedderConfig
@@ -71,97 +69,125 @@ def run_pipeline(config: RunConfig, log=print) -> dict:
     from deita_ray.select_job import SelectJobConfig, select_pool
 
     out = config.output
-    os.makedirs(out, exist_ok=True)
-    inputs = list(config.inputs)
-    if config.sample_pool.dir:
-        from deita_ray.tools.sample_pool import make_pool
-
-        if not os.path.exists(os.path.join(config.sample_pool.dir, "_manifest.json")):
-            log(f"making the sample pool in {config.sample_pool.dir}")
-            make_pool(config.sample_pool.dir, samples=config.sample_pool.samples, seed=config.sample_pool.seed)
-        inputs = inputs or [config.sample_pool.dir]
-    sc, em, se = config.score, config.embed, config.select
-    complexity_model = _resolve_model(sc.complexity_model, config.models_dir)
-    quality_model = _resolve_model(sc.quality_model, config.models_dir)
-    embed_model = _resolve_model(em.model, config.models_dir)
-
-    if not ray.is_initialized():
-        if config.ray.address or os.environ.get("RAY_ADDRESS"):  # a cluster (ray job submit sets RAY_ADDRESS)
-            ray.init(address=config.ray.address)
-        else:  # a local Ray: logical CPUs above the cores so fractional actors and read tasks all fit
-            ray.init(num_cpus=config.ray.num_cpus or max(4, os.cpu_count() or 1))
-    stats, started = {}, time.time()
+    score, embed, select = config.score, config.embed, config.select
 
     def engine(model):
-        return EngineConfig(model=model, engine=sc.engine, dtype=sc.dtype, max_length=sc.max_length,
-                            batch_size=sc.batch_size, tensor_parallel_size=sc.tensor_parallel_size,
-                            enforce_eager=sc.enforce_eager)
+        return EngineConfig(model=_resolve_model(model, config.models_dir), engine=score.engine, dtype=score.dtype,
+                            max_length=score.max_length, batch_size=score.batch_size,
+                            tensor_parallel_size=score.tensor_parallel_size, enforce_eager=score.enforce_eager)
 
-    score_cfg = ScoreJobConfig(inputs=inputs, output=out, complexity=engine(complexity_model), quality=engine(quality_model),
-                               input_format=config.input_format, aggregation=sc.aggregation, replicas=sc.replicas,
-                               cpus_per_replica=sc.cpus_per_replica, gpus_per_replica=sc.gpus_per_replica,
-                               batch_rows=sc.batch_rows, overwrite=True)
-    fp = score_fp = _fingerprint(dataclasses.asdict(score_cfg))
-    summary = None if config.overwrite else _done(out, "score", fp)
-    if summary:
-        log("[1/3] scoring: already done for this config, skipped")
-    else:
-        score_cfg.resume = not config.overwrite and _begin(out, "score", fp)
-        log("[1/3] scoring" + (" (resuming an interrupted run)" if score_cfg.resume else ""))
-        summary = _stamp(out, "score", score_pool(score_cfg), fp)
-    stats["score"] = _stage_record(summary, "rows_scored")
+    score_cfg = ScoreJobConfig(inputs=inputs, output=out, complexity=engine(score.complexity_model),
+                               quality=engine(score.quality_model), input_format=config.input_format,
+                               aggregation=score.aggregation, replicas=score.replicas,
+                               cpus_per_replica=score.cpus_per_replica, gpus_per_replica=score.gpus_per_replica,
+                               batch_rows=score.batch_rows, overwrite=True)
+    score_fp = markers.fingerprint(dataclasses.asdict(score_cfg))
 
-    embed_engine = em.engine or ("sentence-transformers" if em.model.endswith(MINILM) else "hf")
-    embedder = EmbedderConfig(model=embed_model, engine=embed_engine, pooling=em.pooling, dtype=em.dtype,
-                              max_length=em.max_length, batch_size=em.batch_size,
-                              tensor_parallel_size=em.tensor_parallel_size, enforce_eager=em.enforce_eager)
-    embed_cfg = EmbedJobConfig(inputs=[posixpath.join(out, "scored")], output=out, embedder=embedder, template=em.template,
-                               out_dtype=em.store_dtype, replicas=em.replicas, cpus_per_replica=em.cpus_per_replica,
-                               gpus_per_replica=em.gpus_per_replica, batch_rows=em.batch_rows, overwrite=True)
-    # Chained on the scoring stage's record: whatever re-ran upstream (other inputs, other config),
-    # embedding runs again on what it produced.
-    fp = _fingerprint(dataclasses.asdict(embed_cfg), score_fp)
-    summary = None if config.overwrite else _done(out, "embed", fp)
-    if summary:
-        log("[2/3] embedding: already done for this config, skipped")
-    else:
-        embed_cfg.resume = not config.overwrite and _begin(out, "embed", fp)
-        log(f"[2/3] embedding with {em.model}" + (" (resuming an interrupted run)" if embed_cfg.resume else ""))
-        summary = _stamp(out, "embed", embed_pool(embed_cfg), fp)
-    stats["embed"] = _stage_record(summary, "rows_embedded")
+    embedder = EmbedderConfig(model=_resolve_model(embed.model, config.models_dir),
+                              engine=embed.engine or ("sentence-transformers" if embed.model.endswith(MINILM) else "hf"),
+                              pooling=embed.pooling, dtype=embed.dtype, max_length=embed.max_length,
+                              batch_size=embed.batch_size, tensor_parallel_size=embed.tensor_parallel_size,
+                              enforce_eager=embed.enforce_eager)
+    embed_cfg = EmbedJobConfig(inputs=[posixpath.join(out, "scored")], output=out, embedder=embedder,
+                               template=embed.template, out_dtype=embed.store_dtype, replicas=embed.replicas,
+                               cpus_per_replica=embed.cpus_per_replica, gpus_per_replica=embed.gpus_per_replica,
+                               batch_rows=embed.batch_rows, overwrite=True)
+    embed_fp = markers.fingerprint(dataclasses.asdict(embed_cfg), score_fp)
 
-    log(f"[3/3] selecting {se.budget:,} ({se.strategy}, tau {se.threshold})")
     select_cfg = SelectJobConfig(scored=posixpath.join(out, "scored"), embeddings=posixpath.join(out, "embeddings"),
-                                 output=posixpath.join(out, "selection"), strategy=se.strategy, budget=se.budget,
-                                 threshold=se.threshold, block_size=se.block_size, seed=se.seed, index=se.index,
-                                 device=se.device, sort_on=se.sort_on, overwrite=True)
-    selected = select_pool(select_cfg)
-    stats["select"] = {"rows_in": selected["candidates"], "rows_out": selected["selected"], "rows_quarantined": 0,
-                       "seconds": selected["seconds"], "visited": selected.get("visited"),
-                       "sorted_on": selected.get("sorted_on"),
-                       "samples_per_s": round(selected.get("visited", selected["selected"]) / max(selected["seconds"], 1e-9), 1)}
-    run = {"stages": stats, "seconds": round(time.time() - started, 2), "output": out,
-           "selected": posixpath.join(out, "selection", "selected.jsonl"), "config": dataclasses.asdict(config)}
-    with open(posixpath.join(out, "run_stats.json"), "w") as f:
-        json.dump(run, f, indent=2, default=str)
-    if config.report:
-        from deita_ray.report import write_report
+                                 output=selection_dir(out), strategy=select.strategy, budget=select.budget,
+                                 threshold=select.threshold, block_size=select.block_size, seed=select.seed,
+                                 index=select.index, device=select.device, sort_on=select.sort_on, overwrite=True)
+    select_fp = markers.fingerprint(dataclasses.asdict(select_cfg), embed_fp)
 
-        run["report"] = write_report(out)
-    return run
+    def run_score(resume):
+        score_cfg.resume = resume
+        return score_pool(score_cfg, ray_address=config.ray.address)
+
+    def run_embed(resume):
+        embed_cfg.resume = resume
+        return embed_pool(embed_cfg, ray_address=config.ray.address)
+
+    def run_select(resume):
+        s = select_pool(select_cfg)
+        return {"rows_in": s["candidates"], "rows_out": s["selected"], "rows_quarantined": 0, "reconciled": True,
+                "seconds": s["seconds"], "visited": s.get("visited"), "sorted_on": s.get("sorted_on"),
+                "ineligible": s.get("ineligible"),
+                "samples_per_s": round(s.get("visited", s["selected"]) / max(s["seconds"], 1e-9), 1)}
+
+    return [Step("score", "scoring", score_fp, run_score),
+            Step("embed", f"embedding with {embed.model}", embed_fp, run_embed),
+            Step("select", f"selecting {select.budget:,} ({select.strategy}, tau {select.threshold})", select_fp,
+                 run_select)]
 
 
-def _stage_record(summary: dict, out_key: str) -> dict:
-    return {"rows_in": summary["rows_in"], "rows_out": summary[out_key], "rows_quarantined": summary["rows_quarantined"],
-            "reconciled": summary["reconciled"], "tokens": summary.get("prompt_tokens", summary.get("tokens")),
-            "seconds": summary["seconds"], "samples_per_s": summary["samples_per_s"]}
+def _check_resources(config: RunConfig, log) -> None:
+    """Every map step's request against the cluster, before the first step starts."""
+    from deita_ray.runner.session import ActorRequest, fit_actors, is_local_ray
+
+    local = is_local_ray(config.ray.address)
+    for name, section, pools in (("score", config.score, 2), ("embed", config.embed, 1)):
+        request = ActorRequest(name, section.replicas, section.cpus_per_replica, section.gpus_per_replica)
+        fit_actors(name, [request] * pools, task_ops=2, local=local, log=lambda _line: None)
+
+
+def _record(summary: dict) -> dict:
+    keys = ("rows_in", "rows_out", "rows_quarantined", "rows_flagged", "reconciled", "tokens", "seconds",
+            "samples_per_s", "visited", "sorted_on", "quarantine_classes")
+    return {k: summary[k] for k in keys if k in summary}
+
+
+def run_pipeline(config: RunConfig, log=print) -> dict:
+    from deita_ray.preflight import check_run_models
+    from deita_ray.runner.lock import hold_output
+    from deita_ray.runner.session import ensure_ray
+
+    check_run_models(config)  # one line per bad model, before Ray starts
+    inputs = _inputs(config, log)
+    with hold_output(config.output):
+        steps = build_steps(config, inputs)
+        ensure_ray(config.ray.address, config.ray.num_cpus)
+        _check_resources(config, log)
+        stats, started = {}, time.time()
+        for number, step in enumerate(steps, 1):
+            prefix = f"[{number}/{len(steps)}] {step.label}"
+            summary = None if config.overwrite else markers.done(config.output, step.name, step.fingerprint)
+            if summary:
+                log(f"[{number}/{len(steps)}] {step.label.split(' ')[0]}: already done for this config, skipped")
+            else:
+                resume = markers.begin(config.output, step.name, step.fingerprint) and not config.overwrite
+                log(prefix + (" (resuming an interrupted run)" if resume else ""))
+                summary = step.run(resume)
+                _check_step(step.name, summary, config.output)
+                markers.stamp(config.output, step.name, summary, step.fingerprint)
+            stats[step.name] = _record(summary)
+        run = {"stages": stats, "seconds": round(time.time() - started, 2), "output": config.output,
+               "selected": posixpath.join(selection_dir(config.output), "selected.jsonl"),
+               "config": dataclasses.asdict(config)}
+        fs.write_json(run_stats_path(config.output), run)
+        if config.report:
+            from deita_ray.report import write_report
+
+            run["report"] = write_report(config.output)
+        return run
+
+
+def _check_step(name: str, summary: dict, output: str) -> None:
+    if name == "score" and summary["rows_in"] == 0:
+        raise PipelineError("no rows to score: the inputs hold no records")
+    if not summary.get("reconciled", True):
+        raise PipelineError(f"{name}: rows in {summary['rows_in']:,} != rows out {summary['rows_out']:,} + "
+                            f"quarantined {summary['rows_quarantined']:,}; the run stops here (see {output})")
+    if name == "score" and summary["rows_out"] == 0:
+        raise PipelineError(f"no rows left to embed: all {summary['rows_in']:,} rows were quarantined "
+                            f"(reasons in {posixpath.join(output, 'quarantine')})")
 
 
 def format_run(run: dict) -> str:
     lines = ["stage     rows in   rows out  quarantined   samples/s   seconds"]
     for name, s in run["stages"].items():
         lines.append(f"{name:7s} {s['rows_in']:>9,} {s['rows_out']:>10,} {s['rows_quarantined']:>12,} "
-                     f"{s['samples_per_s'] or 0:>11,.1f} {s['seconds']:>9.1f}")
+                     f"{s.get('samples_per_s') or 0:>11,.1f} {s['seconds']:>9.1f}")
     lines.append(f"selected set: {run['selected']}")
     if run.get("report"):
         lines.append(f"report:       {run['report']}")

@@ -10,13 +10,21 @@ counts by source and by number of turns, and per-stage throughput from run_stats
 from __future__ import annotations
 
 import html
-import json
-import os
+import io
 import posixpath
 import sys
 
 import numpy as np
 import pyarrow.parquet as pq
+
+from deita_ray.io import fs
+from deita_ray.runner.layout import report_dir as report_dir_of, run_stats_path, selection_dir
+
+
+def _read_table(url: str, columns=None):
+    """A Parquet file through the filesystem layer (local or object store); None when absent."""
+    data = fs.read_bytes(url)
+    return None if data is None else pq.read_table(io.BytesIO(data), columns=columns)
 
 
 def _mean_lists(lists) -> np.ndarray:
@@ -31,12 +39,10 @@ def write_report(output: str) -> str:
 
     from deita_ray.io.writer import read_columns
 
-    report_dir = posixpath.join(output, "report")
-    os.makedirs(report_dir, exist_ok=True)
+    report_dir = report_dir_of(output)
     pool = read_columns(posixpath.join(output, "scored"),
                         ["id", "evol_score", "complexity_scores", "quality_scores", "source", "num_turns"]).to_pydict()
-    selected_path = posixpath.join(output, "selection", "selected.parquet")
-    chosen = set(pq.read_table(selected_path, columns=["id"]).column("id").to_pylist())
+    chosen = set(_read_table(posixpath.join(selection_dir(output), "selected.parquet"), ["id"]).column("id").to_pylist())
     mask = np.asarray([i in chosen for i in pool["id"]])
     evol = np.asarray([np.nan if v is None else v for v in pool["evol_score"]], dtype=float)
     complexity, quality = _mean_lists(pool["complexity_scores"]), _mean_lists(pool["quality_scores"])
@@ -44,8 +50,10 @@ def write_report(output: str) -> str:
 
     def save(fig, name, caption):
         fig.tight_layout()
-        fig.savefig(posixpath.join(report_dir, name), dpi=110)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110)
         plt.close(fig)
+        fs.write_bytes(posixpath.join(report_dir, name), buffer.getvalue())
         images.append((name, caption))
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -59,9 +67,9 @@ def write_report(output: str) -> str:
         ax.legend()
     save(fig, "scores.png", "Score distributions, pool vs selected (densities).")
 
-    visits_path = posixpath.join(output, "selection", "visits.parquet")
-    if os.path.exists(visits_path):
-        visits = pq.read_table(visits_path).to_pydict()
+    visits = _read_table(posixpath.join(selection_dir(output), "visits.parquet"))
+    if visits is not None:
+        visits = visits.to_pydict()
         accepted = np.asarray(visits["accepted"], dtype=bool)
         rank = np.arange(len(accepted))
         fig, ax = plt.subplots(figsize=(10, 3.8))
@@ -100,8 +108,7 @@ def write_report(output: str) -> str:
         ax.legend()
     save(fig, "composition.png", "Where the selected samples come from, against the pool.")
 
-    run_path = posixpath.join(output, "run_stats.json")
-    stages = json.loads(open(run_path).read())["stages"] if os.path.exists(run_path) else {}
+    stages = (fs.read_json(run_stats_path(output)) or {}).get("stages", {})
     if stages:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         ax.bar(list(stages), [s.get("samples_per_s") or 0 for s in stages.values()])
@@ -122,8 +129,7 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}img{{max-width:1
 <table><tr><th>stage</th><th>rows in</th><th>rows out</th><th>quarantined</th><th>seconds</th><th>samples/s</th></tr>{rows}</table>
 {figures}</body></html>"""
     index = posixpath.join(report_dir, "index.html")
-    with open(index, "w") as f:
-        f.write(page)
+    fs.write_text(index, page)
     return index
 
 

@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from deita_ray.io.embedding_store import EmbeddingStore
-from deita_ray.io.writer import arrow_filesystem, clear_directory, list_parts, read_columns, write_part
-from deita_ray.job_io import write_json
+from deita_ray.io import fs
+from deita_ray.io.writer import arrow_filesystem, clear_directory, list_parts, read_columns, write_table_atomic
 from deita_ray.select.candidates import SORT_ON, diverse_candidates
 from deita_ray.select.baselines import STRATEGIES, random_selection, top_by, turn_sum
 from deita_ray.select.repr_filter import normalise_rows, run_filter
@@ -135,7 +135,7 @@ def _diverse(config: SelectJobConfig) -> tuple[list[str], pa.Table, dict]:
                        "evol_score": pa.chunked_array(visited_scores, pa.float64()).slice(0, result.visited).combine_chunks(),
                        "accepted": pa.array(result.visit_accepted, pa.bool_()),
                        "nearest_kept_similarity": pa.array(result.visit_similarity, pa.float64())})
-    write_part(visits, config.output, "visits.parquet")
+    write_table_atomic(visits, config.output, "visits.parquet")
     extra = {"visited": result.visited, "index": backend, "candidates": candidates.count,
              "ineligible": candidates.ineligible, "sorted_on": candidates.sorted_on}
     return take_ids(result.kept).to_pylist(), rejections, extra
@@ -171,10 +171,9 @@ def _selected_rows(scored: str, selected_ids: list[str], batch_rows: int = 2048)
 
 
 def write_sharegpt_jsonl(rows: pa.Table, path: str) -> None:
-    import fsspec
-
+    """ShareGPT JSONL, renamed into place only when every line is written."""
     keep = [c for c in ("evol_score", "complexity_scores", "quality_scores", "selection_rank") if c in rows.column_names]
-    with fsspec.open(path, "w") as f:
+    with fs.open_for_write(path) as f:
         for row in rows.select(["id", "conversations"] + keep).to_pylist():
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
@@ -198,17 +197,18 @@ def select_pool(config: SelectJobConfig) -> dict:
         rows = _in_selection_order(selected_rows_on_ray(config.scored, selected_ids), selected_ids)
     else:
         rows = _selected_rows(config.scored, selected_ids)
-    write_part(rows, config.output, "selected.parquet")
+    # Each file appears whole (temporary name, then rename); the summary, written last, says the set is complete.
+    write_table_atomic(rows, config.output, "selected.parquet")
     write_sharegpt_jsonl(rows, posixpath.join(config.output, "selected.jsonl"))
     if rejections is not None:
-        write_part(rejections, config.output, "rejections.parquet")
+        write_table_atomic(rejections, config.output, "rejections.parquet")
     summary = {
         "strategy": config.strategy, "budget": config.budget, "threshold": config.threshold,
         "selected": len(selected_ids),
         "rejected": rejections.num_rows if rejections is not None else 0, **extra,
         "seconds": round(time.time() - started, 3), "output": config.output, "config": asdict(config),
     }
-    write_json(posixpath.join(config.output, "select_summary.json"), summary)
+    fs.write_json(posixpath.join(config.output, "select_summary.json"), summary)
     return summary
 
 

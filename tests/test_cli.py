@@ -47,13 +47,13 @@ def test_make_pool_then_local_score(tmp_path, capsys, tiny_models):
     assert code == 0
     assert "(= scored + quarantined)" in out and f"{manifest['rows']:,}" in out
     summary = json.loads((tmp_path / "out" / "score_summary.json").read_text())
-    assert summary["rows_scored"] == 60 and summary["rows_quarantined"] == manifest["malformed"]
+    assert summary["rows_out"] == 60 and summary["rows_quarantined"] == manifest["malformed"]
     assert summary["config"]["aggregation"] == "mean"
 
     # ... then embed and select from the same run directory, as the README shows.
     out = tmp_path / "out"
     assert main(["embed", str(out / "scored"), "-o", str(out), "--local", "--model", str(tiny_models["embedder"])]) == 0
-    assert "(= embedded rows + quarantined)" in capsys.readouterr().out
+    assert "(= embedded + quarantined)" in capsys.readouterr().out
     assert main(["select", str(out), "--local", "--budget", "20", "--threshold", "0.99"]) == 0
     printed = capsys.readouterr().out
     assert "selected             20" in printed and "rejections.parquet" in printed

@@ -61,6 +61,7 @@ def test_long_texts_keep_their_head_and_are_flagged(tiny_models, pool):
 
 def test_failed_rows_get_null_vectors_and_reasons(tiny_models, pool):
     stage = EmbedStage(EmbedderConfig(model=str(tiny_models["embedder"])))
+    stage.setup()
     real = stage.engine.embed
 
     def flaky(inputs):
@@ -75,6 +76,7 @@ def test_failed_rows_get_null_vectors_and_reasons(tiny_models, pool):
     for row, is_long in zip(out.to_pylist(), long_rows):
         assert (row["embedding"] is None) == is_long
         assert (row["embed_reason"] is not None) == is_long
+        assert (row["_failure_reason"] is not None) == is_long  # marked: the runner quarantines these rows
 
 
 def test_sentence_transformers_minilm_offline(pool_dir):
@@ -99,7 +101,7 @@ def test_embed_job_store_and_reconciliation(tiny_models, pool_dir, tmp_path):
     cfg = EmbedderConfig(model=str(tiny_models["embedder"]))
     summary = embed_local(EmbedJobConfig(inputs=[str(pool_dir)], output=str(tmp_path), embedder=cfg, batch_rows=64))
     assert summary["reconciled"] and summary["rows_in"] == manifest["rows"]
-    assert summary["rows_embedded"] == manifest["samples"] and summary["rows_quarantined"] == manifest["malformed"]
+    assert summary["rows_out"] == manifest["samples"] and summary["rows_quarantined"] == manifest["malformed"]
     store = EmbeddingStore(str(tmp_path / "embeddings"))
     index = store.index.to_pylist()
     assert len({r["id"] for r in index}) == manifest["samples"]
@@ -110,3 +112,26 @@ def test_embed_job_store_and_reconciliation(tiny_models, pool_dir, tmp_path):
     direct = _vectors(EmbedStage(cfg)(pa.Table.from_pylist([by_id[r["id"]] for r in some], schema=good.schema)))
     # Same vectors up to float16 rounding (the job's batches pad differently from this 4-row one).
     np.testing.assert_allclose(vectors, direct, atol=2e-4)
+
+
+def test_rows_without_a_vector_are_quarantined_and_counted(tiny_models, pool_dir, tmp_path):
+    """A row whose embedding fails leaves the output and lands in quarantine (stage embed, its reason):
+    rows in = rows out + quarantined, and every row in the index has a vector."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from deita_ray.embed_job import EmbedJobConfig, embed_local
+    from deita_ray.engines.base import load_tokenizer
+
+    poison = load_tokenizer(str(tiny_models["embedder"])).encode("Why", add_special_tokens=False)[0]
+    embedder = EmbedderConfig(model=str(tiny_models["embedder"]), engine="fake", extra={"fail_on_token": poison})
+    summary = embed_local(EmbedJobConfig(inputs=[str(pool_dir)], output=str(tmp_path), embedder=embedder, batch_rows=16))
+    manifest = json.loads((pool_dir / "_manifest.json").read_text())
+    quarantine = pq.read_table(str(tmp_path / "embed_quarantine")).to_pylist()
+    failed = [q for q in quarantine if q["stage"] == "embed"]
+    assert failed and all("engine error: RuntimeError" in q["reason"] and q["failure"] == "permanent" for q in failed)
+    assert summary["reconciled"] and summary["rows_in"] == manifest["rows"]
+    assert summary["rows_out"] == manifest["samples"] - len(failed)
+    index = pq.read_table(str(tmp_path / "embeddings" / "index")).to_pylist()
+    assert all(row["shard"] is not None for row in index)

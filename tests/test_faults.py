@@ -51,7 +51,7 @@ def test_killed_scoring_actor_is_restarted_and_output_is_unchanged(ray_session, 
     os.kill(victim.pid, signal.SIGKILL)
     job.join(timeout=300)
     assert not errors, errors
-    assert result["reconciled"] and result["rows_scored"] == 600
+    assert result["reconciled"] and result["rows_out"] == 600
 
     score_local(ScoreJobConfig(output=str(tmp_path / "clean"), **common))
     faulty = {r["id"]: r for r in pq.read_table(str(tmp_path / "faulty" / "scored")).to_pylist()}
@@ -76,7 +76,7 @@ def test_rows_that_break_the_engine_are_quarantined(ray_session, tiny_models, po
     assert engine_failures, "the pool has 'Why is that?' follow-ups, so some rows must fail"
     assert all("engine error: RuntimeError: fake engine failure" in q["reason"] and q["raw"] for q in engine_failures)
     assert summary["reconciled"] and summary["rows_in"] == manifest["rows"]
-    assert summary["rows_scored"] == manifest["samples"] - len(engine_failures)
+    assert summary["rows_out"] == manifest["samples"] - len(engine_failures)
     scored = pq.read_table(str(tmp_path / "scored"), columns=["id", "evol_score"]).to_pylist()
     assert all(r["evol_score"] is not None for r in scored)
     assert not {q["id"] for q in engine_failures} & {r["id"] for r in scored}

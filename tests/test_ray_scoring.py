@@ -25,10 +25,10 @@ def test_ray_run_over_several_actors_equals_in_process(ray_session, pool_dir, hf
     for summary in (local, distributed):
         assert summary["reconciled"]
         assert summary["rows_in"] == manifest["rows"]
-        assert summary["rows_scored"] == manifest["samples"]
+        assert summary["rows_out"] == manifest["samples"]
         assert summary["rows_quarantined"] == manifest["malformed"]
-        assert summary["prompt_tokens"] > 0
-    assert json.loads((tmp_path / "ray" / "score_summary.json").read_text())["rows_scored"] == manifest["samples"]
+        assert summary["tokens"] > 0
+    assert json.loads((tmp_path / "ray" / "score_summary.json").read_text())["rows_out"] == manifest["samples"]
 
     ours, ref = _by_id(tmp_path / "ray" / "scored"), _by_id(tmp_path / "local" / "scored")
     assert ours.keys() == ref.keys() and len(ours) == manifest["samples"]  # nothing lost or doubled

@@ -21,7 +21,10 @@ def pool(pool_dir):
 
 @pytest.fixture(scope="module")
 def stages(hf_configs):
-    return {kind: ScoreStage(kind, cfg) for kind, cfg in hf_configs.items()}
+    built = {kind: ScoreStage(kind, cfg) for kind, cfg in hf_configs.items()}
+    for stage in built.values():
+        stage.setup()  # loads the engine (a stage's constructor is cheap)
+    return built
 
 
 def test_digit_ids_come_from_the_scorers_tokenizer(tiny_models):

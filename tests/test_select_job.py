@@ -123,7 +123,7 @@ def test_embed_job_on_ray_equals_in_process(ray_session, tiny_models, pool_dir, 
                block_rows=50)
     embed_local(EmbedJobConfig(output=str(tmp_path / "local"), **cfg))
     summary = embed_pool(EmbedJobConfig(output=str(tmp_path / "ray"), replicas=2, cpus_per_replica=0.5, **cfg))
-    assert summary["reconciled"] and summary["rows_embedded"] == 300
+    assert summary["reconciled"] and summary["rows_out"] == 300
     stores = [EmbeddingStore(str(tmp_path / name / "embeddings")) for name in ("local", "ray")]
     refs = [{r["id"]: (r["shard"], r["row"]) for r in s.index.to_pylist()} for s in stores]
     assert refs[0].keys() == refs[1].keys()

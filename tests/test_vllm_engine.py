@@ -75,7 +75,7 @@ def test_vllm_inside_ray_actors_equals_in_process_hf(ray_session, tiny_models, h
                                        quality=vllm("quality"), cpus_per_replica=0.5, batch_rows=32))
     local = score_local(ScoreJobConfig(inputs=inputs, output=str(tmp_path / "hf"), complexity=hf_configs["complexity"],
                                        quality=hf_configs["quality"]))
-    assert on_ray["reconciled"] and on_ray["rows_scored"] == local["rows_scored"] > 0
+    assert on_ray["reconciled"] and on_ray["rows_out"] == local["rows_out"] > 0
     ours = {r["id"]: r for r in pq.read_table(str(tmp_path / "vllm" / "scored")).to_pylist()}
     ref = {r["id"]: r for r in pq.read_table(str(tmp_path / "hf" / "scored")).to_pylist()}
     assert ours.keys() == ref.keys()

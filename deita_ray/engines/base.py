@@ -95,3 +95,20 @@ def make_engine(config: EngineConfig) -> Engine:
     from deita_ray.engines.fake import FakeEngine
 
     return FakeEngine(config)
+
+
+def close_engine(engine) -> None:
+    """Free an engine's memory now (vLLM's engine-core process, a GPU's weights), not at exit."""
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass

@@ -162,12 +162,15 @@ class FakeEmbedder:
     def __init__(self, config: EmbedderConfig):
         self.config = config
         self.context_length = config.max_length or 4096
+        self.fail_on_token = config.extra.get("fail_on_token")  # to test per-row engine failures
 
     def embed(self, prompts: list[list[int]]) -> np.ndarray:
         import hashlib
 
         out = np.empty((len(prompts), 64), dtype=np.float32)
         for i, p in enumerate(prompts):
+            if self.fail_on_token is not None and self.fail_on_token in p:
+                raise RuntimeError(f"fake engine failure on token {self.fail_on_token}")
             seed = int.from_bytes(hashlib.sha256(np.asarray(p, dtype=np.int64).tobytes()).digest()[:8], "little")
             out[i] = np.random.default_rng(seed).standard_normal(64)
         return out

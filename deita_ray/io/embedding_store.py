@@ -18,13 +18,13 @@ import tempfile
 import numpy as np
 import pyarrow as pa
 
+from deita_ray.io import fs
+
 INDEX_COLUMNS = ["id", "shard", "row", "embed_truncated", "embed_tokens", "embed_reason"]
 
 
 def write_vector_shard(table: pa.Table, vectors_dir: str) -> pa.Table:
-    """Ray Data UDF after the embed stage: vectors to a .npy shard, the table to index rows."""
-    import fsspec
-
+    """After the embed stage: vectors to a .npy shard, the table to index rows."""
     column = table.column("embedding").combine_chunks()
     valid = np.asarray(column.is_valid())
     ids = table.column("id").to_pylist()
@@ -37,14 +37,33 @@ def write_vector_shard(table: pa.Table, vectors_dir: str) -> pa.Table:
         shard = f"emb-{hashlib.sha1(chr(0).join(ids).encode('utf-8', 'surrogatepass')).hexdigest()[:20]}.npy"
         buffer = io.BytesIO()
         np.save(buffer, vectors)
-        fs, path = fsspec.core.url_to_fs(vectors_dir)
-        fs.makedirs(path, exist_ok=True)
-        with fs.open(posixpath.join(path, shard), "wb") as f:
-            f.write(buffer.getvalue())
+        fs.write_bytes(posixpath.join(vectors_dir, shard), buffer.getvalue())  # atomic, like the Parquet parts
         rows[valid] = np.arange(int(valid.sum()))
     shards = pa.array([shard if ok else None for ok in valid], type=pa.string())
-    out = table.select(["id", "embed_truncated", "embed_tokens", "embed_reason"])
+    # source/position travel with the id: resume and duplicate checks key rows by (id, source, position).
+    keep = ["id"] + [c for c in ("source", "position") if c in table.column_names]
+    out = table.select(keep + ["embed_truncated", "embed_tokens", "embed_reason"])
     return out.append_column("shard", shards).append_column("row", pa.array(rows))
+
+
+def shard_dimensions(vectors_dir: str) -> dict[int, int]:
+    """{dimension: shards} over every shard (only the .npy headers are read)."""
+    dims: dict[int, int] = {}
+    filesystem, _ = fs.url_to_fs(vectors_dir)
+    for path in fs.list_files(vectors_dir, ".npy"):
+        with filesystem.open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = read_header(f)[0]
+        dims[int(shape[1])] = dims.get(int(shape[1]), 0) + 1
+    return dims
+
+
+def check_one_dimension(vectors_dir: str) -> None:
+    dims = shard_dimensions(vectors_dir)
+    if len(dims) > 1:
+        raise ValueError(f"{vectors_dir} mixes vectors of {' and '.join(f'{d}-d' for d in sorted(dims))}: two embedding "
+                         "models wrote into one store; embed again with --overwrite")
 
 
 class EmbeddingStore:
@@ -75,19 +94,22 @@ class EmbeddingStore:
             import fsspec
             from fsspec.implementations.local import LocalFileSystem
 
-            fs, path = fsspec.core.url_to_fs(posixpath.join(self.directory, "vectors", name))
-            if isinstance(fs, LocalFileSystem):
+            filesystem, path = fsspec.core.url_to_fs(posixpath.join(self.directory, "vectors", name))
+            if isinstance(filesystem, LocalFileSystem):
                 local = path
             else:  # object stores: fetch the shard once into a local cache
                 self._cache_dir = self._cache_dir or tempfile.mkdtemp(prefix="deita-emb-")
                 local = os.path.join(self._cache_dir, name)
-                fs.get(path, local)
+                filesystem.get(path, local)
             with open(local, "rb") as f:
                 version = np.lib.format.read_magic(f)
                 read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 shape, fortran, dtype = read_header(f)
                 if fortran or len(shape) != 2:
                     raise ValueError(f"{name}: expected a C-ordered 2-d array, got shape {shape}")
+                if self._dim is not None and shape[1] != self._dim:
+                    raise ValueError(f"{self.directory} mixes {self._dim}-d and {shape[1]}-d vectors ({name}): two "
+                                     "embedding models wrote into one store; embed again with --overwrite")
                 self._maps[name] = (local, f.tell(), np.dtype(dtype), shape)
         return self._maps[name]
 
@@ -96,8 +118,9 @@ class EmbeddingStore:
         if self._dim is None:
             import fsspec
 
-            fs, path = fsspec.core.url_to_fs(posixpath.join(self.directory, "vectors"))
-            shards = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".npy")) if fs.exists(path) else []
+            filesystem, path = fsspec.core.url_to_fs(posixpath.join(self.directory, "vectors"))
+            shards = sorted(p for p in filesystem.ls(path, detail=False) if p.endswith(".npy")) \
+                if filesystem.exists(path) else []
             if not shards:
                 raise FileNotFoundError(f"no vector shards under {self.directory}/vectors (every row failed to embed?)")
             self._dim = int(self._shard(posixpath.basename(shards[0]))[3][1])

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from deita_ray.io.formats import FORMATS, BadRow, detect_format, to_conversation, turn_pairs
+from deita_ray.io.quarantine import PERMANENT, QUARANTINE_SCHEMA
 
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
 
@@ -32,18 +33,9 @@ POOL_SCHEMA = pa.schema([
     ("source", pa.string()),
     ("source_format", pa.string()),
     ("num_turns", pa.int32()),
-])
-QUARANTINE_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("stage", pa.string()),
-    ("reason", pa.string()),
-    ("raw", pa.string()),
-    ("source", pa.string()),
     # Row index in a JSON array or Parquet file; byte offset of the line in a JSONL file.
     ("position", pa.int64()),
 ])
-
-
 class InputError(ValueError):
     """A problem with the inputs as a whole (wrong path, unreadable file): stop before any work."""
 
@@ -160,7 +152,12 @@ def _record_id(record: Any, source: str, position: int, raw: str) -> str:
         rid = record["id"]
         if isinstance(rid, bool) or not isinstance(rid, (str, int)):
             raise BadRow(f"'id' must be a string or integer, got {type(rid).__name__}")
-        return str(rid)
+        rid = str(rid)
+        try:
+            rid.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800": not text, cannot be stored
+            raise BadRow("'id' is not valid Unicode text (a lone surrogate escape)") from None
+        return rid
     return derived_id(source, position, raw)
 
 
@@ -232,10 +229,10 @@ def read_task(task: ReadTask, block_rows: int = 4096) -> Iterator[tuple[pa.Table
             if rid is None:
                 rid = derived_id(task.url, pos, raw)
             bad.append({"id": rid, "stage": "read", "reason": str(exc), "raw": raw.encode("utf-8", "backslashreplace").decode("utf-8"),
-                        "source": task.url, "position": pos})
+                        "source": task.url, "position": pos, "failure": PERMANENT})
             continue
         good.append({"id": rid, "conversations": conversation, "source": task.url, "source_format": fmt,
-                     "num_turns": len(turn_pairs(conversation))})
+                     "num_turns": len(turn_pairs(conversation)), "position": pos})
         if len(good) >= block_rows:
             yield pa.Table.from_pylist(good, schema=POOL_SCHEMA), pa.Table.from_pylist(bad, schema=QUARANTINE_SCHEMA)
             good, bad = [], []

@@ -1,8 +1,7 @@
-"""Write Parquet parts and quarantine files on any fsspec filesystem, and count what was written.
+"""Write Parquet parts on any fsspec filesystem, and count what was written.
 
-Quarantine parts are written by whoever found the bad rows (a Ray read task, or the in-process
-path) under `<out>/quarantine/`, one file per read block, named from the task so a rerun
-overwrites rather than doubles them. `count_rows` reads only Parquet footers.
+Parts are named from what they hold (read task, ids), so a rerun overwrites rather than doubles
+them; `write_table_atomic` renames a finished file into place. `count_rows` reads only Parquet footers.
 """
 
 from __future__ import annotations
@@ -41,6 +40,15 @@ def write_part(table: pa.Table, directory: str, name: str) -> str:
     target = posixpath.join(path, name)
     with fs.open(target, "wb") as f:
         pq.write_table(table, f)
+    return target
+
+
+def write_table_atomic(table: pa.Table, directory: str, name: str) -> str:
+    """A Parquet file that appears under its name only once complete (temporary name, then rename)."""
+    fs, path = _fs(directory)
+    temporary = write_part(table, directory, f"_{name}.inprogress")
+    target = posixpath.join(path, name)
+    fs.mv(temporary, target)
     return target
 
 

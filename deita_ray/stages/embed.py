@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from deita_ray.engines.base import load_tokenizer
+from deita_ray.engines.base import close_engine, load_tokenizer
 from deita_ray.engines.embedders import EmbedderConfig, make_embedder
 from deita_ray.io.formats import turn_pairs
+from deita_ray.io.quarantine import PERMANENT, engine_error, mark_failures
 
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the user's questions.")
@@ -32,6 +33,10 @@ def render_plain(conversation: list[dict]) -> str:
 
 
 class EmbedStage:
+    """Embeds Arrow batches. The constructor is cheap; setup() loads the engine (on the worker),
+    teardown() frees it. A row without a vector (engine failure, zero or non-finite vector) keeps a
+    null `embedding` and a reason, and is marked failed so the runner quarantines it."""
+
     def __init__(self, config: EmbedderConfig, template: str = "auto", out_dtype: str = "float16", engine=None):
         if template not in TEMPLATES:
             raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
@@ -40,8 +45,18 @@ class EmbedStage:
         self.config = config
         self.render = render_plain if template == "plain" or (template == "auto" and config.takes_text) else render_vicuna
         self.out_dtype = np.dtype(out_dtype)
-        self.engine = engine if engine is not None else make_embedder(config)
-        self.tokenizer = None if config.takes_text else load_tokenizer(config.model)
+        self.engine, self.tokenizer = engine, None
+        self._failures: list = []
+
+    def setup(self) -> None:
+        if self.engine is None:
+            self.engine = make_embedder(self.config)
+        if self.tokenizer is None and not self.config.takes_text:
+            self.tokenizer = load_tokenizer(self.config.model)
+
+    def teardown(self) -> None:
+        close_engine(self.engine)
+        self.engine = None
 
     def inputs(self, texts: list[str]) -> tuple[list, list[bool], list[int]]:
         """Engine inputs (token ids, or texts for sentence-transformers), truncated flags, token counts."""
@@ -55,6 +70,7 @@ class EmbedStage:
     def vectors(self, inputs: list) -> tuple[np.ndarray | None, list[str | None]]:
         """Normalised vectors; a batch failure is retried row by row so only bad rows lose theirs."""
         reasons: list[str | None] = [None] * len(inputs)
+        self._failures = [None] * len(inputs)
         try:
             raw = self.engine.embed(inputs)
         except Exception:
@@ -63,7 +79,8 @@ class EmbedStage:
                 try:
                     rows.append(self.engine.embed([item])[0])
                 except Exception as exc:
-                    reasons[i] = f"engine error: {type(exc).__name__}: {exc}"[:500]
+                    self._failures[i] = engine_error(exc)
+                    reasons[i] = self._failures[i][0]
                     rows.append(None)
             dim = next((len(r) for r in rows if r is not None), 0)
             raw = np.array([r if r is not None else np.full(dim, np.nan) for r in rows], dtype=np.float32)
@@ -78,6 +95,8 @@ class EmbedStage:
         return raw / safe[:, None], reasons
 
     def __call__(self, table: pa.Table) -> pa.Table:
+        self.setup()
+        self._failures = []
         texts = [self.render(conv) for conv in table.column("conversations").to_pylist()]
         inputs, truncated, tokens = self.inputs(texts)
         vectors, reasons = self.vectors(inputs) if texts else (np.empty((0, 0), np.float32), [])
@@ -89,4 +108,6 @@ class EmbedStage:
         table = table.append_column("embedding", embedding)
         table = table.append_column("embed_truncated", pa.array(truncated, type=pa.bool_()))
         table = table.append_column("embed_tokens", pa.array(tokens, type=pa.int64()))
-        return table.append_column("embed_reason", pa.array(reasons, type=pa.string()))
+        table = table.append_column("embed_reason", pa.array(reasons, type=pa.string()))
+        failures = [f or ((f"embed: {r}", PERMANENT) if r else None) for f, r in zip(self._failures or [None] * len(reasons), reasons)]
+        return mark_failures(table, failures)

@@ -13,8 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deita_ray.engines.base import Engine, EngineConfig, digit_token_ids, load_tokenizer, make_engine
+from deita_ray.engines.base import Engine, EngineConfig, close_engine, digit_token_ids, load_tokenizer, make_engine
 from deita_ray.io.formats import turn_pairs
+from deita_ray.io.quarantine import PERMANENT, TRANSIENT, engine_error, mark_failures
 from deita_ray.prompts import AGGREGATIONS, aggregate_evol_score, complexity_prompt, expected_scores, quality_prompt
 from deita_ray.stages.truncate import fit_prompt
 
@@ -54,20 +55,21 @@ class TurnScorer:
                 ids[i], truncated[i] = self.prompt_ids(*pairs[i])
         return ids, truncated
 
-    def digit_logits(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[str | None]]:
-        """Logits for all prompts; if the batch fails, retry one by one so only the bad prompts lose their score."""
+    def digit_logits(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[tuple[str, str] | None]]:
+        """Logits for all prompts; if the batch fails, retry one by one so only the bad prompts lose
+        their score. The second value holds (reason, failure class) for each prompt the engine failed on."""
         try:
             return self.engine.token_logits(prompts, self.digit_ids), [None] * len(prompts)
         except Exception:
             pass
         logits = np.full((len(prompts), 6), np.nan, dtype=np.float32)
-        reasons: list[str | None] = [None] * len(prompts)
+        failures: list[tuple[str, str] | None] = [None] * len(prompts)
         for i, prompt in enumerate(prompts):
             try:
                 logits[i] = self.engine.token_logits([prompt], self.digit_ids)[0]
             except Exception as exc:  # the engine's own error, kept as the reason
-                reasons[i] = f"engine error: {type(exc).__name__}: {exc}"[:500]
-        return logits, reasons
+                failures[i] = engine_error(exc)
+        return logits, failures
 
     def score_pairs(self, pairs: list[tuple[str, str]]):
         """Scores, truncated flags, token counts and reasons for (instruction, response) pairs."""
@@ -76,25 +78,43 @@ class TurnScorer:
         first_seen: dict[tuple, int] = {}
         slot = [first_seen.setdefault(tuple(p), len(first_seen)) for p in prompts]
         unique = [list(p) for p in first_seen]
-        logits, engine_reasons = self.digit_logits(unique) if unique else (np.empty((0, 6)), [])
+        logits, failures = self.digit_logits(unique) if unique else (np.empty((0, 6)), [])
         scores, math_reasons = expected_scores(logits)
-        reasons = [e or m for e, m in zip(engine_reasons, math_reasons)]
+        reasons = [f[0] if f else m for f, m in zip(failures, math_reasons)]
+        self.last_failures = [failures[i] for i in slot]
         return scores[slot], truncated, [len(p) for p in prompts], [reasons[i] for i in slot]
 
 
 class ScoreStage:
-    """Callable over Arrow tables (the unit Ray Data actors run); builds its engine once."""
+    """One scorer over Arrow tables (the unit Ray Data actors run). The constructor is cheap; setup()
+    loads the tokenizer and engine on the worker (called on first use if nobody did), teardown() frees it.
+
+    A row whose turn the engine failed on keeps a null score and a reason, and is marked failed
+    (io/quarantine.py), so the runner quarantines it with the failure's class."""
 
     def __init__(self, kind: str, config: EngineConfig, engine: Engine | None = None):
-        self.kind = kind
-        self.scorer = TurnScorer(kind, config, engine)
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.kind, self.config, self._engine = kind, config, engine
+        self.scorer: TurnScorer | None = None
+
+    def setup(self) -> None:
+        if self.scorer is None:
+            self.scorer = TurnScorer(self.kind, self.config, self._engine)
+
+    def teardown(self) -> None:
+        if self.scorer is not None:
+            close_engine(self.scorer.engine)
+        self.scorer = None
 
     def __call__(self, table: pa.Table) -> pa.Table:
+        self.setup()
         conversations = table.column("conversations").to_pylist()
         row_pairs = [turn_pairs(conv) for conv in conversations]
         flat = [pair for pairs in row_pairs for pair in pairs]
         scores, truncated, tokens, reasons = self.scorer.score_pairs(flat)
-        out_scores, out_trunc, out_tokens, out_reason = [], [], [], []
+        failures = self.scorer.last_failures if flat else []
+        out_scores, out_trunc, out_tokens, out_reason, out_failed = [], [], [], [], []
         start = 0
         for pairs in row_pairs:
             end = start + len(pairs)
@@ -103,12 +123,16 @@ class ScoreStage:
             out_tokens.append(int(sum(tokens[start:end])))
             bad = [f"turn {t}: {r}" for t, r in enumerate(reasons[start:end]) if r]
             out_reason.append("; ".join(bad) if bad else None)
+            failed = [(t, f) for t, f in enumerate(failures[start:end]) if f]
+            out_failed.append((f"{self.kind} " + "; ".join(f"turn {t}: {f[0]}" for t, f in failed),
+                               TRANSIENT if any(f[1] == TRANSIENT for _, f in failed) else PERMANENT) if failed else None)
             start = end
         k = self.kind
         table = table.append_column(f"{k}_scores", pa.array(out_scores, type=pa.list_(pa.float64())))
         table = table.append_column(f"{k}_truncated", pa.array(out_trunc, type=pa.bool_()))
         table = table.append_column(f"{k}_tokens", pa.array(out_tokens, type=pa.int64()))
-        return table.append_column(f"{k}_reason", pa.array(out_reason, type=pa.string()))
+        table = table.append_column(f"{k}_reason", pa.array(out_reason, type=pa.string()))
+        return mark_failures(table, out_failed)
 
 
 def finalize_scores(table: pa.Table, aggregation: str = "sum") -> pa.Table:

@@ -49,7 +49,7 @@ def train(config: TrainConfig, log=print) -> dict:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from deita_ray.io.writer import write_part
-    from deita_ray.job_io import write_json
+    from deita_ray.io.fs import write_json
     from deita_ray.train.worker import FINAL_METRICS, train_loop
 
     started = time.time()

@@ -142,7 +142,7 @@ def train_loop(loop_config: dict) -> None:
                "resumed_from_step": resumed_step, "probe_logits": probe_logits, "world_size": world,
                "gradient_accumulation_steps": args["gradient_accumulation_steps"]}
     if rank == 0:  # Ray's Result carries the last checkpoint's metrics; the final ones go to storage
-        from deita_ray.job_io import write_json
+        from deita_ray.io.fs import write_json
 
         write_json(posixpath.join(cfg["output"], FINAL_METRICS), metrics)
     ray.train.report(metrics)

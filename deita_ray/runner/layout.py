@@ -1,0 +1,80 @@
+"""Where a stage's files live under a run's output: the only module that spells the directory names.
+
+    layout = LAYOUTS["score"].under("s3://bucket/out")
+    layout.parts, layout.quarantine, layout.read_stats, layout.summary
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class StageLayout:
+    stage: str              # the stage's name, also its quarantine `stage` value
+    results: str            # its results directory under the output
+    quarantine_dir: str     # its quarantine directory
+    read_stats_dir: str     # rows read per read task (the independent count)
+    parts_subdir: str = ""  # where its completion-record parts sit inside `results`
+    output: str = ""
+
+    def under(self, output: str) -> "StageLayout":
+        return replace(self, output=output)
+
+    def _join(self, *parts: str) -> str:
+        return posixpath.join(self.output, *parts)
+
+    @property
+    def out(self) -> str:
+        return self._join(self.results)
+
+    @property
+    def parts(self) -> str:
+        return self._join(self.results, self.parts_subdir) if self.parts_subdir else self.out
+
+    @property
+    def quarantine(self) -> str:
+        return self._join(self.quarantine_dir)
+
+    @property
+    def read_stats(self) -> str:
+        return self._join(self.read_stats_dir)
+
+    @property
+    def done_ids(self) -> str:
+        return self._join(f"_{self.stage}_done_ids.parquet")
+
+    @property
+    def summary(self) -> str:
+        return self._join(f"{self.stage}_summary.json")
+
+    @property
+    def started(self) -> str:
+        return self._join(f"_{self.stage}_started.json")
+
+
+LAYOUTS = {
+    "score": StageLayout("score", "scored", "quarantine", "read_stats"),
+    "embed": StageLayout("embed", "embeddings", "embed_quarantine", "embed_read_stats", parts_subdir="index"),
+}
+SELECTION_DIR = "selection"
+RUN_STATS = "run_stats.json"
+REPORT_DIR = "report"
+LOCK_FILE = "_run.lock"
+
+
+def stage_layout(stage: str, output: str) -> StageLayout:
+    return LAYOUTS[stage].under(output)
+
+
+def selection_dir(output: str) -> str:
+    return posixpath.join(output, SELECTION_DIR)
+
+
+def run_stats_path(output: str) -> str:
+    return posixpath.join(output, RUN_STATS)
+
+
+def report_dir(output: str) -> str:
+    return posixpath.join(output, REPORT_DIR)

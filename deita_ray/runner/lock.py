@@ -1,0 +1,133 @@
+"""One run per output: a lock file with a heartbeat, on the output's own filesystem (so also on S3).
+
+    with hold_output("s3://bucket/out"):
+        ...   # a second run on the same output refuses within seconds, naming this one
+
+The holder rewrites `<output>/_run.lock` (host, pid, since, heartbeat, token) every HEARTBEAT_S
+seconds. A lock whose heartbeat is older than STALE_S, or whose holder on this host is no longer
+alive, belongs to a run that died and is taken over. Object stores have no exclusive create, so
+acquisition writes its token, waits SETTLE_S and reads it back: of two runs racing, both read the
+same last writer, and only that one proceeds. Nested holds of one output in one process are free.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from deita_ray.io import fs
+
+HEARTBEAT_S = 5.0
+STALE_S = 30.0
+SETTLE_S = 0.5
+_held: dict[str, int] = {}
+
+
+class OutputLocked(RuntimeError):
+    """Another live run holds this output."""
+
+
+def lock_path(output: str) -> str:
+    from deita_ray.runner.layout import LOCK_FILE
+
+    return posixpath.join(output, LOCK_FILE)
+
+
+def _alive_here(record: dict) -> bool | None:
+    """Whether the holder's process is alive, when it ran on this host (None: another host)."""
+    if record.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(record["pid"]), 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _stale(record: dict, now: float) -> bool:
+    alive = _alive_here(record)
+    if alive is False:
+        return True
+    return now - float(record.get("heartbeat", 0)) > STALE_S
+
+
+def describe(record: dict) -> str:
+    since = datetime.fromtimestamp(float(record.get("since", 0)), timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"host {record.get('host')}, pid {record.get('pid')}, since {since}"
+
+
+class RunLock:
+    def __init__(self, output: str):
+        self.output = output
+        self.path = lock_path(output)
+        self.token = uuid.uuid4().hex
+        self.since = time.time()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.taken_over: dict | None = None
+
+    def _record(self) -> dict:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "since": self.since, "heartbeat": time.time(),
+                "token": self.token}
+
+    def acquire(self) -> "RunLock":
+        current = fs.read_json(self.path)
+        if current and current.get("token") != self.token and not _stale(current, time.time()):
+            raise OutputLocked(f"{self.output} is in use by another run ({describe(current)}); wait for it to end "
+                               f"or use another output")
+        self.taken_over = current
+        fs.write_json(self.path, self._record())
+        time.sleep(SETTLE_S)
+        winner = fs.read_json(self.path)
+        if not winner or winner.get("token") != self.token:
+            raise OutputLocked(f"{self.output} is in use by another run ({describe(winner or {})}) that started "
+                               f"at the same moment")
+        self._thread = threading.Thread(target=self._beat, name="deita-ray-run-lock", daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                current = fs.read_json(self.path)
+                if current and current.get("token") != self.token:
+                    return  # taken over (we were presumed dead): stop writing; the other run owns it
+                fs.write_json(self.path, self._record())
+            except Exception:  # a missed beat is not fatal; STALE_S allows several
+                continue
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=HEARTBEAT_S + 5)
+        current = fs.read_json(self.path)
+        if current and current.get("token") == self.token:
+            fs.remove(self.path)
+
+
+@contextmanager
+def hold_output(output: str):
+    """Hold `output` for the duration of the block (re-entrant within one process)."""
+    key = output.rstrip("/")
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield None
+        finally:
+            _held[key] -= 1
+        return
+    lock = RunLock(output).acquire()
+    _held[key] = 1
+    try:
+        yield lock
+    finally:
+        _held.pop(key, None)
+        lock.release()

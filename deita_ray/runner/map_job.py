@@ -1,0 +1,443 @@
+"""The one map-job function: a stage spec run over Ray Data actors, or the same loop in this process.
+
+    summary = run_map_job(spec, inputs=["pool/"], output="out/", mode="ray")   # or mode="local"
+
+A stage is a class with a cheap constructor, `setup()` (loads its engine, on the worker),
+`__call__(pa.Table) -> pa.Table` (appends columns; marks rows it failed on, see io/quarantine.py)
+and `teardown()`. The spec says which stage classes run in which order (each an actor pool with its
+resources), what cheap functions run after them, and how results are written. The runner owns
+everything else, identically on both paths:
+- reading: the pool reader (normalised rows, bad rows quarantined) or an upstream stage's Parquet
+  parts read as they are; rows read are counted per read task (`read_stats/`), independently;
+- layout, clearing (`overwrite`) or resuming (`resume`: rows already written, or permanently
+  quarantined, are skipped by id; transiently quarantined rows are retried);
+- atomic, id-named parts (a part that exists is complete), the quarantine split, and for a stage
+  that reads the pool, duplicate ids (the first occurrence kept, the others quarantined);
+- one summary schema: rows in / out / quarantined / flagged, tokens, seconds, reconciled.
+"""
+
+from __future__ import annotations
+
+import functools
+import posixpath
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from deita_ray.io import fs
+from deita_ray.io.quarantine import PERMANENT, TRANSIENT, quarantine_rows, raw_record, split_failures, \
+    transient_parts, part_for
+from deita_ray.io.reader import InputError, ReadTask, read_task
+from deita_ray.io.writer import clear_directory, count_rows, count_values, list_parts, part_name, read_columns, \
+    sum_columns, write_part
+from deita_ray.runner.layout import StageLayout
+
+
+class StageError(RuntimeError):
+    """A stage failed outright (disk full, permission denied, an engine that cannot start)."""
+
+    def __init__(self, stage: str, path: str, cause: BaseException, log_file: str | None = None):
+        self.stage, self.path, self.cause, self.log_file = stage, path, cause, log_file
+        where = f" (traceback: {log_file})" if log_file else ""
+        super().__init__(f"stage {stage} failed on {path}: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+                         f"{where}")
+
+
+@dataclass
+class ActorStep:
+    """One stage class run by an actor pool: `factory(*args)` is built on each actor."""
+
+    factory: type
+    args: tuple
+    option: str                  # the config section users change (score, embed, ...)
+    replicas: int = 1
+    cpus: float = 1.0
+    gpus: float = 0.0
+    batch_rows: int = 256
+
+
+@dataclass
+class StageSpec:
+    layout: StageLayout
+    actors: list[ActorStep]
+    post: list[tuple[Callable, dict]] = field(default_factory=list)  # cheap functions after the actors
+    writer: Callable | None = None       # writer(table, layout) -> rows written; default: one Parquet part
+    sums: dict[str, str] = field(default_factory=dict)  # summary totals over the parts (see writer.sum_columns)
+    tokens: tuple[str, ...] = ()         # which of `sums` are token counts
+    flagged: str | None = None           # which of `sums` counts flagged rows
+    source: str = "pool"                 # pool: the pool reader; parts: upstream Parquet parts as they are
+    noun: str = "processed"              # "scored", "embedded": for progress and summaries
+    check: Callable | None = None        # check(layout): raises when the finished output is inconsistent
+    config: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- output and resume
+
+def _done_key(table: pa.Table) -> list[tuple]:
+    """Rows are skipped on resume by (id, source, position): ids alone would also skip the second
+    copy of a duplicated id that the first stage has still to quarantine."""
+    sources = table.column("source").to_pylist() if "source" in table.column_names else [None] * table.num_rows
+    positions = table.column("position").to_pylist() if "position" in table.column_names else [None] * table.num_rows
+    return list(zip(table.column("id").to_pylist(), sources, positions))
+
+
+def prepare_output(layout: StageLayout, overwrite: bool, resume: bool = False) -> int:
+    """Clear for a fresh run (existing results need `overwrite`), or keep finished parts to resume.
+    Returns how many samples a resumed run will skip."""
+    fs.remove(layout.done_ids)
+    if resume:
+        for leftover in fs.list_files(layout.out, ".inprogress"):  # a part whose writer died: never complete
+            fs.remove(fs.url_to_fs(layout.out)[0].unstrip_protocol(leftover) if "://" in layout.out else leftover)
+        for part in transient_parts(layout.quarantine):  # retried now: drop them so nothing counts twice
+            fs.remove(fs.url_to_fs(layout.quarantine)[0].unstrip_protocol(part) if "://" in layout.quarantine else part)
+        keys = ["id", "source", "position"]
+        done = [t for t in (_key_columns(layout.parts), _key_columns(layout.quarantine, own_stage=True)) if t is not None]
+        done = pa.concat_tables([t.select(keys) for t in done]) if done else None
+        if done is not None and done.num_rows:
+            write_part(done, posixpath.dirname(layout.done_ids), posixpath.basename(layout.done_ids))
+        return done.num_rows if done is not None else 0
+    if (list_parts(layout.out) or list_parts(layout.quarantine)) and not overwrite:
+        raise FileExistsError(f"{layout.out} already holds output; pass --overwrite to replace it")
+    for directory in (layout.out, layout.quarantine, layout.read_stats):
+        clear_directory(directory)
+    return 0
+
+
+def _key_columns(directory: str, own_stage: bool = False) -> pa.Table | None:
+    if not list_parts(directory):
+        return None
+    table = read_columns(directory, ["id", "stage", "source", "position"] if own_stage else ["id"])
+    if own_stage:  # rows this stage quarantined were processed; rows the reader quarantined are re-read
+        table = table.filter(pc.not_equal(table.column("stage"), "read"))
+    for name, kind in (("source", pa.string()), ("position", pa.int64())):
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, kind))
+    return table
+
+
+@functools.lru_cache(maxsize=2)
+def _done_keys(path: str, stamp: float) -> frozenset:
+    """The keys a resumed stage skips; cached per worker process (keyed by the file's mtime)."""
+    import pyarrow.parquet as pq
+
+    filesystem, local = fs.url_to_fs(path)
+    with filesystem.open(local, "rb") as f:
+        return frozenset(_done_key(pq.read_table(f)))
+
+
+def _skip_done(good: pa.Table, layout: StageLayout) -> pa.Table:
+    filesystem, path = fs.url_to_fs(layout.done_ids)
+    if not filesystem.exists(path):
+        return good
+    done = _done_keys(layout.done_ids, filesystem.modified(path).timestamp() if hasattr(filesystem, "modified") else 0.0)
+    # A done row's source/position may be null (parts written before these columns existed): match on id then.
+    ids_only = {k[0] for k in done if k[1] is None}
+    keep = [k not in done and k[0] not in ids_only for k in _done_key(good)]
+    return good if all(keep) else good.filter(pa.array(keep))
+
+
+# ---------------------------------------------------------------- reading
+
+def _read_parts(task: ReadTask, block_rows: int):
+    """An upstream stage's Parquet part, as it is, in blocks."""
+    import pyarrow.parquet as pq
+
+    filesystem, path = fs.url_to_fs(task.url)
+    with filesystem.open(path, "rb") as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=block_rows):
+            yield pa.Table.from_batches([batch]), None
+
+
+def read_and_quarantine(task: ReadTask, layout: StageLayout, block_rows: int):
+    """Good blocks of one read task; its bad rows go to quarantine and its row count to read_stats."""
+    key = f"{task.url}:{task.start}"
+    rows_read = 0
+    blocks = _read_parts(task, block_rows) if task.kind == "parts" else read_task(task, block_rows=block_rows)
+    for index, (good, bad) in enumerate(blocks):
+        rows_read += good.num_rows + (bad.num_rows if bad is not None else 0)
+        if bad is not None and bad.num_rows:
+            write_part(bad, layout.quarantine, part_name("read", key, index))
+        good = _skip_done(good, layout)
+        if good.num_rows:
+            yield good
+    stats = pa.table({"task": [key], "rows_read": pa.array([rows_read], pa.int64())})
+    write_part(stats, layout.read_stats, part_name("read", key, 0))
+
+
+def _read_blocks(batch: pa.Table, layout: StageLayout, block_rows: int):
+    """Ray Data UDF: one row per read task in, Arrow blocks of good rows out."""
+    for task_row in batch.to_pylist():
+        yield from read_and_quarantine(ReadTask(**task_row), layout, block_rows)
+
+
+def plan_parts(inputs: list[str]) -> list[ReadTask]:
+    """Read tasks over upstream Parquet parts (one per part)."""
+    tasks = []
+    for url in inputs:
+        filesystem, path = fs.url_to_fs(url)
+        if not filesystem.exists(path):
+            raise InputError(f"input not found: {url}")
+        parts = list_parts(url) if filesystem.isdir(path) else [path]
+        tasks += [ReadTask(filesystem.unstrip_protocol(p) if "://" in url else p, "parts", None) for p in parts]
+    if not tasks:
+        raise InputError(f"no Parquet parts under {', '.join(inputs)}")
+    return tasks
+
+
+# ---------------------------------------------------------------- writing
+
+def write_part_atomic(table: pa.Table, directory: str, prefix: str = "part") -> int:
+    """One Parquet part per block, named from its ids, renamed into place only once complete."""
+    if table.num_rows:
+        name = part_name(prefix, "\0".join(table.column("id").to_pylist()), 0)
+        filesystem, path = fs.url_to_fs(directory)
+        temporary = write_part(table, directory, f"_{name}.inprogress")
+        filesystem.mv(temporary, posixpath.join(path, name))
+    return table.num_rows
+
+
+def write_results(table: pa.Table, layout: StageLayout) -> int:
+    return write_part_atomic(table, layout.parts)
+
+
+def finish(table: pa.Table, layout: StageLayout, post: list, writer: Callable | None) -> pa.Table:
+    """After the actors: cheap post functions, the quarantine split, the write. Returns a one-row
+    count so the driver holds nothing."""
+    for fn, kwargs in post:
+        table = fn(table, **kwargs)
+    table = split_failures(table, layout.quarantine, layout.stage)
+    written = (writer or write_results)(table, layout)
+    return pa.table({"rows": pa.array([written], pa.int64())})
+
+
+# ---------------------------------------------------------------- duplicate ids
+
+def dedupe_ids(layout: StageLayout) -> int:
+    """Quarantine every copy of an id after its first (smallest source, position); returns how many.
+    Run at the end of the first stage, so no later stage works on a duplicate. Idempotent: a crash
+    part-way is repaired by running it again."""
+    import pyarrow.parquet as pq
+
+    parts = list_parts(layout.parts)
+    if not parts:
+        return 0
+    filesystem = fs.url_to_fs(layout.parts)[0]
+    from deita_ray.io.writer import arrow_filesystem
+
+    afs = arrow_filesystem(layout.parts)
+    keys = []
+    for index, part in enumerate(parts):
+        t = pq.read_table(part, columns=["id", "source", "position"], filesystem=afs)
+        keys.append(t.append_column("part", pa.array([index] * t.num_rows, pa.int32())))
+    keys = pa.concat_tables(keys)
+    if pc.count_distinct(keys.column("id")).as_py() == keys.num_rows:
+        return 0
+    counts = pc.value_counts(keys.column("id"))
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    dup = keys.filter(pc.is_in(keys.column("id"), value_set=repeated)).to_pylist()
+    dup.sort(key=lambda r: (r["id"], r["source"] or "", r["position"] if r["position"] is not None else -1))
+    first: dict[str, dict] = {}
+    losers_by_part: dict[int, list[dict]] = {}
+    for row in dup:
+        if row["id"] not in first:
+            first[row["id"]] = row
+        else:
+            losers_by_part.setdefault(row["part"], []).append(row)
+    total = 0
+    for index, losers in sorted(losers_by_part.items()):
+        table = pq.read_table(parts[index], filesystem=afs)
+        lost = {(r["id"], r["source"], r["position"]) for r in losers}
+        mask = pa.array([k in lost for k in _done_key(table)])
+        bad = table.filter(mask).to_pylist()
+        reasons = ["duplicate id: an earlier row has the same id (first kept; ids compare as strings, so 3 and \"3\" "
+                   "collide)"] * len(bad)
+        ids = [r["id"] for r in bad]
+        write_part(quarantine_rows(ids, layout.stage, reasons, [raw_record(r) for r in bad],
+                                   [r.get("source") for r in bad], [r.get("position") for r in bad]),
+                   layout.quarantine, part_for(f"{layout.stage}-duplicates", PERMANENT, ids))
+        kept = table.filter(pc.invert(mask))
+        temporary = write_part(kept, posixpath.dirname(parts[index]), f"_{posixpath.basename(parts[index])}.inprogress")
+        filesystem.mv(temporary, parts[index])
+        total += len(bad)
+    return total
+
+
+# ---------------------------------------------------------------- running
+
+def ray_actor_class(stage_cls: type) -> type:
+    """A Ray Data actor class named like the stage (so `ray::MapWorker(MapBatches(ScoreStage))` says
+    what it runs) that builds the stage and runs its setup() on the worker."""
+
+    def __init__(self, *args):
+        self.stage = stage_cls(*args)
+        self.stage.setup()
+
+    def __call__(self, table):
+        return self.stage(table)
+
+    return type(stage_cls.__name__, (), {"__init__": __init__, "__call__": __call__})
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _plan(spec: StageSpec, inputs: list[str], input_format: str | None, chunk_bytes: int) -> list[ReadTask]:
+    if spec.source == "parts":
+        return plan_parts(inputs)
+    from deita_ray.io.reader import plan_reads
+
+    return plan_reads(inputs, input_format, chunk_bytes)
+
+
+def run_map_job(spec: StageSpec, inputs: list[str], output: str, *, mode: str = "ray", input_format: str | None = None,
+                chunk_bytes: int = 16 << 20, read_block_rows: int = 1024, overwrite: bool = False, resume: bool = False,
+                ray_address: str | None = None, stages: list | None = None, log=_log) -> dict:
+    """Run the stage over `inputs` into `output`; returns (and writes) its summary.
+
+    `stages` (local mode only): stage objects already built, used instead of building them."""
+    from deita_ray.runner.lock import hold_output
+
+    layout = spec.layout.under(output)
+    tasks = _plan(spec, inputs, input_format, chunk_bytes)  # bad paths and files fail here, before any work
+    with hold_output(output):
+        skipped = prepare_output(layout, overwrite, resume)
+        if skipped:
+            log(f"{layout.stage}: resuming, {skipped:,} samples already {spec.noun}")
+        started = time.time()
+        try:
+            if mode == "ray":
+                _run_on_ray(spec, layout, tasks, read_block_rows, ray_address, log)
+            else:
+                _run_local(spec, layout, tasks, read_block_rows, stages, log)
+            if spec.source == "pool":
+                duplicates = dedupe_ids(layout)
+                if duplicates:
+                    log(f"{layout.stage}: {duplicates:,} rows repeat an id seen before; quarantined as duplicates")
+            if spec.check is not None:
+                spec.check(layout)
+        except (InputError, StageError):
+            raise
+        except Exception as exc:
+            cause = root_cause(exc)
+            if isinstance(cause, (InputError, StageError)):
+                raise cause from None
+            raise StageError(layout.stage, layout.out, cause, save_traceback(exc)) from exc
+        return summarize(spec, layout, time.time() - started)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The exception a Ray task or actor raised, through Ray's wrappers."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "cause", None) or exc.__cause__
+        if inner is None or not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return exc
+
+
+def save_traceback(exc: BaseException) -> str | None:
+    """The whole traceback to a local log file (the one line printed names it)."""
+    import tempfile
+
+    try:
+        handle = tempfile.NamedTemporaryFile("w", prefix="deita-ray-error-", suffix=".log", delete=False)
+        with handle:
+            traceback.print_exception(exc, file=handle)
+        return handle.name
+    except OSError:
+        return None
+
+
+def _run_on_ray(spec: StageSpec, layout: StageLayout, tasks: list[ReadTask], block_rows: int, address, log) -> None:
+    import ray
+
+    from deita_ray.runner.session import ActorRequest, ensure_ray, fit_actors, is_local_ray
+
+    ensure_ray(address)
+    requests = [ActorRequest(a.option, a.replicas, a.cpus, a.gpus) for a in spec.actors]
+    fitted = fit_actors(layout.stage, requests, task_ops=2, local=is_local_ray(address), log=log)
+    ds = ray.data.from_items([asdict(t) for t in tasks], override_num_blocks=len(tasks))
+    ds = ds.map_batches(_read_blocks, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
+                        fn_kwargs={"layout": layout, "block_rows": block_rows})
+    for step, request in zip(spec.actors, fitted):
+        ds = ds.map_batches(ray_actor_class(step.factory), fn_constructor_args=step.args, batch_size=step.batch_rows,
+                            batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=request.replicas),
+                            num_cpus=request.cpus, num_gpus=request.gpus)
+    ds.map_batches(finish, fn_kwargs={"layout": layout, "post": spec.post, "writer": spec.writer}, batch_size=None,
+                   batch_format="pyarrow", num_cpus=0.25).materialize()
+
+
+def _run_local(spec: StageSpec, layout: StageLayout, tasks: list[ReadTask], block_rows: int, stages, log) -> None:
+    built = stages is None
+    stages = stages if stages is not None else [step.factory(*step.args) for step in spec.actors]
+    try:
+        if built:
+            for stage in stages:
+                stage.setup()
+        batch_rows = min(step.batch_rows for step in spec.actors) if spec.actors else 256
+        started, done, part = time.time(), 0, 0
+        for task in tasks:
+            for good in read_and_quarantine(task, layout, block_rows):
+                for offset in range(0, good.num_rows, batch_rows):
+                    batch = good.slice(offset, batch_rows)
+                    for stage in stages:
+                        batch = stage(batch)
+                    finish(batch, layout, spec.post, spec.writer)
+                    part += 1
+                    done += batch.num_rows
+                    if part % 10 == 0:
+                        log(f"  {layout.stage}: {done:,} samples {spec.noun} ({done / (time.time() - started):.1f}/s)")
+    finally:
+        if built:
+            for stage in stages:
+                stage.teardown()
+
+
+# ---------------------------------------------------------------- the summary
+
+def summarize(spec: StageSpec, layout: StageLayout, seconds: float) -> dict:
+    """One schema for every stage; counted part by part (the driver's memory does not grow with the pool)."""
+    rows_out, totals = sum_columns(layout.parts, spec.sums)
+    rows_in = sum_columns(layout.read_stats, {"rows_read": "rows_read"})[1]["rows_read"]
+    quarantined = count_rows(layout.quarantine)
+    tokens = sum(totals[name] for name in spec.tokens)
+    summary = {
+        "stage": layout.stage, "rows_in": rows_in, "rows_out": rows_out, "rows_quarantined": quarantined,
+        "rows_flagged": totals.get(spec.flagged, 0) if spec.flagged else 0,
+        "reconciled": rows_in == rows_out + quarantined, "tokens": tokens,
+        "seconds": round(seconds, 3), "samples_per_s": round(rows_out / seconds, 2) if seconds else None,
+        "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+        "quarantine_reasons": count_values(layout.quarantine, "reason") if quarantined else {},
+        "quarantine_classes": count_values(layout.quarantine, "failure") if quarantined else {},
+        "totals": {k: v for k, v in totals.items() if k not in spec.tokens},
+        "output": layout.output, "results": layout.out, "noun": spec.noun, "config": spec.config,
+    }
+    fs.write_json(layout.summary, summary)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    noun = summary.get("noun", "out")
+    ok = f"(= {noun} + quarantined)" if summary["reconciled"] else f"!! DOES NOT EQUAL {noun} + quarantined: rows were lost"
+    details = ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in summary.get("totals", {}).items())
+    classes = summary.get("quarantine_classes") or {}
+    lines = [
+        f"rows in      {summary['rows_in']:>10,}   {ok}",
+        f"{noun:<12} {summary['rows_out']:>10,}" + (f"   ({details})" if details else ""),
+        f"quarantined  {summary['rows_quarantined']:>10,}" +
+        (f"   ({', '.join(f'{k}: {v:,}' for k, v in sorted(classes.items()))})" if classes else ""),
+        f"throughput   {summary['samples_per_s'] or 0:>10,.1f} samples/s, {summary['tokens_per_s'] or 0:,.0f} tokens/s "
+        f"({summary['seconds']:.1f} s)",
+    ]
+    for reason, n in sorted(summary["quarantine_reasons"].items(), key=lambda kv: -kv[1])[:20]:
+        lines.append(f"  quarantined {n:>5} x {reason[:160]}")
+    lines.append(f"output       {summary['results']}/")
+    return "\n".join(lines)
