@@ -91,10 +91,9 @@ class EmbeddingStore:
     def _shard(self, name: str) -> tuple[str, int, np.dtype, tuple]:
         """(local path, data offset, dtype, shape) of a shard: only its .npy header is read."""
         if name not in self._maps:
-            import fsspec
             from fsspec.implementations.local import LocalFileSystem
 
-            filesystem, path = fsspec.core.url_to_fs(posixpath.join(self.directory, "vectors", name))
+            filesystem, path = fs.url_to_fs(posixpath.join(self.directory, "vectors", name))
             if isinstance(filesystem, LocalFileSystem):
                 local = path
             else:  # object stores: fetch the shard once into a local cache
@@ -116,9 +115,7 @@ class EmbeddingStore:
     @property
     def dim(self) -> int:
         if self._dim is None:
-            import fsspec
-
-            filesystem, path = fsspec.core.url_to_fs(posixpath.join(self.directory, "vectors"))
+            filesystem, path = fs.url_to_fs(posixpath.join(self.directory, "vectors"))
             shards = sorted(p for p in filesystem.ls(path, detail=False) if p.endswith(".npy")) \
                 if filesystem.exists(path) else []
             if not shards:

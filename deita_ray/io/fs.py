@@ -18,10 +18,19 @@ import uuid
 
 
 def url_to_fs(url: str):
-    """(fsspec filesystem, path inside it) for a local path or URL."""
+    """(fsspec filesystem, path inside it) for a local path or URL.
+
+    Object stores get no directory-listing cache: Ray workers in other processes write parts all
+    the time, and a cached listing makes `info()` deny a file that exists (seen on S3)."""
     import fsspec
 
-    return fsspec.core.url_to_fs(url)
+    protocol = fsspec.core.split_protocol(url)[0]
+    if protocol in (None, "file", "local"):
+        return fsspec.core.url_to_fs(url)
+    try:
+        return fsspec.core.url_to_fs(url, use_listings_cache=False)
+    except TypeError:  # a filesystem without listing caches
+        return fsspec.core.url_to_fs(url)
 
 
 def join(base: str, *parts: str) -> str:

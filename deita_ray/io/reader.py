@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
+from deita_ray.io.fs import url_to_fs
 from deita_ray.io.formats import FORMATS, BadRow, detect_format, to_conversation, turn_pairs
 from deita_ray.io.quarantine import PERMANENT, QUARANTINE_SCHEMA
 
@@ -50,9 +51,7 @@ class ReadTask:
 
 
 def _open_fs(url: str):
-    import fsspec
-
-    return fsspec.core.url_to_fs(url)
+    return url_to_fs(url)
 
 
 def _expand(url: str) -> list[str]:

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 
 
 def _fs(url: str):
-    import fsspec
+    from deita_ray.io.fs import url_to_fs
 
-    return fsspec.core.url_to_fs(url)
+    return url_to_fs(url)
 
 
 def arrow_filesystem(url: str):

@@ -43,13 +43,13 @@ def prepare_rows(config: TrainConfig):
 
 
 def train(config: TrainConfig, log=print) -> dict:
-    import fsspec
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from deita_ray.io.writer import write_part
-    from deita_ray.io.fs import write_json
+    from deita_ray.io.fs import url_to_fs, write_json
+    from deita_ray.runner.session import ensure_ray
     from deita_ray.train.worker import FINAL_METRICS, train_loop
 
     started = time.time()
@@ -66,11 +66,10 @@ def train(config: TrainConfig, log=print) -> dict:
          if stats["rows_skipped"] else "") + (f"; {stats['rows_cut_to_fit']:,} cut to fit" if stats["rows_cut_to_fit"] else ""))
     write_part(table, posixpath.join(output, "prepared"), "train.parquet")
     prepared = posixpath.join(output, "prepared", "train.parquet")
-    fs, ckpt_path = fsspec.core.url_to_fs(posixpath.join(output, "checkpoints"))
+    fs, ckpt_path = url_to_fs(posixpath.join(output, "checkpoints"))
     if not config.resume and fs.exists(ckpt_path):
         fs.rm(ckpt_path, recursive=True)  # a fresh start was asked for: forget earlier checkpoints
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    ensure_ray()
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})}
     loop_config = {"config": {**dataclasses.asdict(config), "deepspeed_config": config.deepspeed_config()},
                    "prepared": prepared}
@@ -90,7 +89,7 @@ def train(config: TrainConfig, log=print) -> dict:
                              # (datasets hashes map functions with it) would flood the log.
                              worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}),
     )
-    metrics_fs, metrics_path = fsspec.core.url_to_fs(posixpath.join(output, FINAL_METRICS))
+    metrics_fs, metrics_path = url_to_fs(posixpath.join(output, FINAL_METRICS))
     if metrics_fs.exists(metrics_path):
         metrics_fs.rm(metrics_path)  # so a stale file can never pass for this run's result
     trainer.fit()

@@ -59,18 +59,20 @@ def _common_args(cfg: dict, output_dir: str, world: int, on_gpu: bool) -> dict:
 
 def _read_prepared(path: str):
     import datasets
-    import fsspec
     import pyarrow.parquet as pq
 
-    with fsspec.open(path, "rb") as f:
+    from deita_ray.io.fs import url_to_fs
+
+    filesystem, local = url_to_fs(path)
+    with filesystem.open(local, "rb") as f:
         table = pq.read_table(f)
     return datasets.Dataset.from_dict(table.to_pydict())
 
 
 def _upload(local_dir: str, target: str) -> None:
-    import fsspec
+    from deita_ray.io.fs import url_to_fs
 
-    fs, path = fsspec.core.url_to_fs(target)
+    fs, path = url_to_fs(target)
     if fs.exists(path):
         fs.rm(path, recursive=True)
     fs.put(local_dir.rstrip("/") + "/", path, recursive=True)

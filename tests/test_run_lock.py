@@ -1,0 +1,87 @@
+"""One run per output: a second run refuses in seconds naming the holder; a holder that died is taken over;
+the lock lives on the filesystem layer (so on object stores too)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from deita_ray.runner.lock import OutputLocked, RunLock, hold_output, lock_path
+
+
+def test_second_holder_is_refused_with_the_holders_identity(tmp_path):
+    with hold_output(str(tmp_path)):
+        started = time.time()
+        with pytest.raises(OutputLocked, match=rf"in use by another run \(host {socket.gethostname()}, pid {os.getpid()}, since"):
+            RunLock(str(tmp_path)).acquire()
+        assert time.time() - started < 5
+    RunLock(str(tmp_path)).acquire().release()  # released: free again
+
+
+def test_holds_nest_within_one_process(tmp_path):
+    with hold_output(str(tmp_path)):
+        with hold_output(str(tmp_path)):
+            pass
+        assert os.path.exists(lock_path(str(tmp_path)))
+    assert not os.path.exists(lock_path(str(tmp_path)))
+
+
+@pytest.mark.parametrize("record", [
+    {"host": "elsewhere", "pid": 1, "since": 0, "heartbeat": 0, "token": "old"},          # no heartbeat for long
+    {"host": socket.gethostname(), "pid": 2 ** 22 + 12345, "since": time.time(), "heartbeat": time.time(),
+     "token": "dead"},                                                                       # its process is gone
+])
+def test_a_dead_holder_is_taken_over(tmp_path, record):
+    (tmp_path / "_run.lock").write_text(json.dumps(record))
+    lock = RunLock(str(tmp_path)).acquire()
+    try:
+        assert lock.taken_over["token"] == record["token"]
+        assert json.loads((tmp_path / "_run.lock").read_text())["token"] == lock.token
+    finally:
+        lock.release()
+
+
+def test_a_live_holder_elsewhere_is_respected(tmp_path):
+    (tmp_path / "_run.lock").write_text(json.dumps({"host": "other-host", "pid": 7, "since": time.time(),
+                                                     "heartbeat": time.time(), "token": "live"}))
+    with pytest.raises(OutputLocked, match="host other-host, pid 7"):
+        RunLock(str(tmp_path)).acquire()
+
+
+def test_lock_works_on_a_filesystem_of_fsspec():
+    with hold_output("memory://deita-lock-test/out"):
+        with pytest.raises(OutputLocked):
+            RunLock("memory://deita-lock-test/out").acquire()
+
+
+@pytest.mark.ray
+def test_two_runs_started_together_on_one_output(tiny_models, pool_dir, tmp_path):
+    config = {"output": str(tmp_path / "out"), "inputs": [str(pool_dir)],
+              "score": {"complexity_model": str(tiny_models["scorer-complexity"]),
+                        "quality_model": str(tiny_models["scorer-quality"])},
+              "embed": {"model": str(tiny_models["embedder"]), "engine": "hf"},
+              "select": {"budget": 50, "threshold": 0.97}, "report": False}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    runs = [subprocess.Popen([sys.executable, "-m", "deita_ray.cli", "run", str(path)], env=dict(os.environ, RAY_ADDRESS=""),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    started = time.time()
+    finished = {}
+    while len(finished) < 2:
+        for i, run in enumerate(runs):
+            if i not in finished and run.poll() is not None:
+                finished[i] = (run.returncode, time.time() - started, run.stderr.read())
+        assert time.time() - started < 400
+        time.sleep(0.2)
+    codes = sorted(code for code, _, _ in finished.values())
+    assert codes == [0, 2], finished
+    loser = next(v for v in finished.values() if v[0] == 2)
+    assert loser[1] < 60, "the second run must refuse in seconds, not after doing work"
+    errors = [line for line in loser[2].splitlines() if line.startswith("deita-ray: error:")]
+    assert len(errors) == 1 and "is in use by another run (host" in errors[0] and "pid" in errors[0]
+    assert not (tmp_path / "out" / "_run.lock").exists()
