@@ -99,3 +99,56 @@ def test_corrupt_files_fail_clearly(tmp_path):
     (tmp_path / "bad.json").write_text('[{"instruction": "x", ')
     with pytest.raises(InputError, match="not valid JSON"):
         read_all(plan_reads([str(tmp_path / "bad.json")]))
+
+
+def _rows(n, prefix):
+    return [{"id": f"{prefix}{i}", "instruction": f"q {prefix}{i}", "output": f"a {prefix}{i}"} for i in range(n)]
+
+
+def test_compressed_inputs_and_files_not_read(tmp_path):
+    """A directory with plain, upper-case and compressed files: every row is read; what is not read is named."""
+    import bz2
+    import gzip
+
+    import zstandard
+
+    def jsonl(rows):
+        return ("\n".join(json.dumps(r) for r in rows) + "\n").encode()
+
+    (tmp_path / "a.jsonl").write_bytes(jsonl(_rows(3, "a")))
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(jsonl(_rows(4, "b"))))
+    (tmp_path / "c.JSONL").write_bytes(jsonl(_rows(2, "c")))
+    (tmp_path / "d.json.zst").write_bytes(zstandard.ZstdCompressor().compress(json.dumps(_rows(5, "d")).encode()))
+    (tmp_path / "e.jsonl.bz2").write_bytes(bz2.compress(jsonl(_rows(6, "e"))))
+    (tmp_path / "notes.txt").write_text("not a pool")
+    (tmp_path / "_manifest.json").write_text("{}")  # metadata by convention: skipped silently
+    not_read = []
+    tasks = plan_reads([str(tmp_path)], chunk_bytes=10, not_read=not_read)  # compressed files are never cut
+    good, bad = read_all(tasks)
+    assert bad.num_rows == 0 and good.num_rows == 3 + 4 + 2 + 5 + 6
+    assert sorted(i[0] for i in good.column("id").to_pylist()) == sorted("a" * 3 + "b" * 4 + "c" * 2 + "d" * 5 + "e" * 6)
+    assert not_read == [str(tmp_path / "notes.txt")]
+
+
+def test_byte_order_marks_are_read_not_fatal(tmp_path):
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(_rows(3, "j")).encode())
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(json.dumps(r) for r in _rows(2, "l")).encode())
+    good, bad = read_all(plan_reads([str(tmp_path)]))
+    assert bad.num_rows == 0 and sorted(good.column("id").to_pylist()) == ["j0", "j1", "j2", "l0", "l1"]
+
+
+def test_lone_surrogate_id_is_quarantined_not_fatal(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"id": "f1", "instruction": "q", "output": "a"}\n'
+                    '{"id": "f2\\ud800", "instruction": "q", "output": "a"}\n'
+                    '{"id": "f3", "instruction": "q", "output": "a"}\n')
+    good, bad = read_all(plan_reads([str(path)]))
+    assert good.column("id").to_pylist() == ["f1", "f3"]
+    assert bad.num_rows == 1 and "lone surrogate" in bad.column("reason")[0].as_py()
+    pq.write_table(bad, tmp_path / "q.parquet")  # the quarantine row itself is storable
+
+
+def test_broken_json_array_fails_while_planning(tmp_path):
+    (tmp_path / "bad.json").write_text('[{"instruction": "x", "output": "y"}, {"instruction": ')
+    with pytest.raises(InputError, match=r"bad.json is not valid JSON"):
+        plan_reads([str(tmp_path)])

@@ -34,7 +34,11 @@ def write_vector_shard(table: pa.Table, vectors_dir: str) -> pa.Table:
         dim = column.type.list_size
         values = column.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)
         vectors = values.reshape(-1, dim)
-        shard = f"emb-{hashlib.sha1(chr(0).join(ids).encode('utf-8', 'surrogatepass')).hexdigest()[:20]}.npy"
+        keys = ids
+        if "position" in table.column_names:  # (id, source, position): unique even where an id repeats
+            keys = [f"{i}\1{s}\1{p}" for i, s, p in zip(ids, table.column("source").to_pylist(),
+                                                         table.column("position").to_pylist())]
+        shard = f"emb-{hashlib.sha1(chr(0).join(keys).encode('utf-8', 'surrogatepass')).hexdigest()[:20]}.npy"
         buffer = io.BytesIO()
         np.save(buffer, vectors)
         fs.write_bytes(posixpath.join(vectors_dir, shard), buffer.getvalue())  # atomic, like the Parquet parts

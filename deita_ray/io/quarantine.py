@@ -99,10 +99,11 @@ def split_failures(table: pa.Table, quarantine_dir: str, stage: str) -> pa.Table
             if not chosen:
                 continue
             ids = [r["id"] for r in chosen]
+            keys = [f"{r['id']}\1{r.get('source')}\1{r.get('position')}" for r in chosen]
             part = quarantine_rows(ids, stage, [r[REASON] for r in chosen], [raw_record(r) for r in chosen],
                                    [r.get("source") for r in chosen], [r.get("position") for r in chosen],
                                    [failure] * len(chosen))
-            write_part(part, quarantine_dir, part_for(stage, failure, ids))
+            write_part(part, quarantine_dir, part_for(stage, failure, keys))
         table = table.filter(pc.invert(failed))
     return table.drop_columns([REASON, CLASS])
 

@@ -26,6 +26,9 @@ from deita_ray.io.formats import FORMATS, BadRow, detect_format, to_conversation
 from deita_ray.io.quarantine import PERMANENT, QUARANTINE_SCHEMA
 
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
+# Compressed JSON/JSONL, recognised by extension and decompressed while reading (one read task per file).
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
+PLAN_PARSE_BYTES = 64 << 20  # .json arrays up to this size are parsed while planning (file errors surface at once)
 
 TURN_TYPE = pa.struct([("from", pa.string()), ("value", pa.string())])
 POOL_SCHEMA = pa.schema([
@@ -54,14 +57,18 @@ def _open_fs(url: str):
     return url_to_fs(url)
 
 
-def _expand(url: str) -> list[str]:
+def _expand(url: str, not_read: list[str] | None = None) -> list[str]:
+    """The files an input names. Files of a directory that are not read (other extensions) are
+    appended to `not_read`; `_`-prefixed and hidden files (manifests, _SUCCESS markers) are skipped
+    silently, as Spark and Hadoop do."""
     fs, path = _open_fs(url)
     if any(ch in path for ch in "*?["):
         found = sorted(fs.glob(path))
     elif fs.isdir(path):
-        # Like Spark and Hadoop, skip _-prefixed and hidden files (manifests, _SUCCESS markers).
-        found = sorted(p for p in fs.find(path)
-                       if _kind(p, strict=False) and not posixpath.basename(p).startswith(("_", ".")))
+        listed = [p for p in sorted(fs.find(path)) if not posixpath.basename(p).startswith(("_", "."))]
+        found = [p for p in listed if _kind(p, strict=False)]
+        if not_read is not None:
+            not_read += [fs.unstrip_protocol(p) if "://" in url else p for p in listed if not _kind(p, strict=False)]
     elif fs.exists(path):
         found = [path]
     else:
@@ -72,17 +79,36 @@ def _expand(url: str) -> list[str]:
     return [fs.unstrip_protocol(p) if "://" in url else p for p in files]
 
 
-def _kind(path: str, strict: bool = True) -> str | None:
-    for ext, kind in EXTENSIONS.items():
+def compression(path: str) -> str | None:
+    """gzip | zstd | bz2 for a compressed file (by extension), else None."""
+    for ext, name in COMPRESSIONS.items():
         if path.lower().endswith(ext):
-            return kind
-    if strict:
-        raise InputError(f"unsupported file type (want .jsonl, .json or .parquet): {path}")
+            return name
     return None
 
 
+def _kind(path: str, strict: bool = True) -> str | None:
+    name = path.lower()
+    for ext in COMPRESSIONS:
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    for ext, kind in EXTENSIONS.items():
+        if name.endswith(ext) and not (kind == "parquet" and name != path.lower()):
+            return kind
+    if strict:
+        raise InputError(f"unsupported file type (want .jsonl, .json or .parquet, optionally .gz/.zst/.bz2 for "
+                         f"JSON and JSONL): {path}")
+    return None
+
+
+def open_binary(fs, path: str):
+    """A file of the pool, decompressed when its extension says so."""
+    return fs.open(path, "rb", compression=compression(path))
+
+
 def _peek_jsonl_format(fs, path: str, limit: int = 1 << 16) -> str | None:
-    with fs.open(path, "rb") as f:
+    with open_binary(fs, path) as f:
         head = f.read(limit)
     for line in head.splitlines():
         try:
@@ -103,20 +129,22 @@ def _parquet_format(fs, path: str) -> str | None:
     return None
 
 
-def plan_reads(inputs: list[str], input_format: str | None = None, chunk_bytes: int = 16 << 20) -> list[ReadTask]:
-    """Expand inputs into read tasks; every file is opened once here so a bad path fails now."""
+def plan_reads(inputs: list[str], input_format: str | None = None, chunk_bytes: int = 16 << 20,
+               not_read: list[str] | None = None) -> list[ReadTask]:
+    """Expand inputs into read tasks; every file is opened once here so a bad path or a broken file
+    fails now, in one line. Files of input directories that will not be read go to `not_read`."""
     if input_format is not None and input_format not in FORMATS:
         raise InputError(f"--input-format must be one of {FORMATS}, got {input_format!r}")
     if not inputs:
         raise InputError("no input given")
     tasks: list[ReadTask] = []
     for url in inputs:
-        for file_url in _expand(url):
+        for file_url in _expand(url, not_read):
             kind = _kind(file_url)
             fs, path = _open_fs(file_url)
             try:
                 size = fs.size(path)
-                with fs.open(path, "rb") as f:
+                with open_binary(fs, path) as f:
                     f.read(1)
                 if kind == "parquet":
                     fmt = input_format or _parquet_format(fs, path)
@@ -124,16 +152,18 @@ def plan_reads(inputs: list[str], input_format: str | None = None, chunk_bytes: 
                     fmt = input_format or _peek_jsonl_format(fs, path)
                 else:
                     fmt = input_format
-                    with fs.open(path, "rb") as f:  # cheap check; the full parse happens in the read task
+                    with open_binary(fs, path) as f:
                         head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
                     if not head.startswith(b"["):
                         raise InputError(f"{file_url}: a .json pool must be a JSON array of records "
                                          "(use .jsonl for one record per line)")
+                    if size <= PLAN_PARSE_BYTES:  # parse now: a broken file stops the run here, in one line
+                        _load_json_array(fs, path, file_url)
             except InputError:
                 raise
             except Exception as exc:  # permission, corrupt Parquet footer, ...
                 raise InputError(f"cannot read {file_url}: {type(exc).__name__}: {exc}") from None
-            if kind == "jsonl" and size > chunk_bytes:
+            if kind == "jsonl" and size > chunk_bytes and not compression(path):
                 tasks += [ReadTask(file_url, kind, fmt, s, min(s + chunk_bytes, size)) for s in range(0, size, chunk_bytes)]
             else:
                 tasks.append(ReadTask(file_url, kind, fmt))
@@ -160,11 +190,26 @@ def _record_id(record: Any, source: str, position: int, raw: str) -> str:
     return derived_id(source, position, raw)
 
 
+def _load_json_array(fs, path: str, url: str) -> list:
+    with open_binary(fs, path) as f:
+        # surrogateescape keeps invalid bytes visible so the row (not the file) is quarantined.
+        text = f.read().decode("utf-8", "surrogateescape")
+    text = text[1:] if text.startswith("\ufeff") else text  # a byte-order mark is not an error
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{url} is not valid JSON ({exc.msg} at line {exc.lineno}); use JSONL to quarantine "
+                         "bad lines") from None
+    if not isinstance(data, list):
+        raise InputError(f"{url}: a .json pool must be a JSON array of records")
+    return data
+
+
 def _records(task: ReadTask) -> Iterator[tuple[int, Any, str, str | None]]:
     """(position, record, raw text, parse error) for every row of the task's slice."""
     fs, path = _open_fs(task.url)
     if task.kind == "jsonl":
-        with fs.open(path, "rb") as f:
+        with open_binary(fs, path) as f:
             if task.start > 0:
                 f.seek(task.start - 1)
                 f.readline()  # finish the line that started in the previous chunk
@@ -176,6 +221,8 @@ def _records(task: ReadTask) -> Iterator[tuple[int, Any, str, str | None]]:
                 line = f.readline()
                 if not line:
                     break
+                if pos == 0 and line.startswith(b"\xef\xbb\xbf"):  # a byte-order mark is not part of the record
+                    line = line[3:]
                 if not line.strip():
                     continue
                 try:
@@ -188,16 +235,7 @@ def _records(task: ReadTask) -> Iterator[tuple[int, Any, str, str | None]]:
                 except json.JSONDecodeError as exc:
                     yield pos, None, text.rstrip("\n"), f"malformed JSON: {exc.msg} (column {exc.colno})"
     elif task.kind == "json":
-        with fs.open(path, "rb") as f:
-            # surrogateescape keeps invalid bytes visible so the row (not the file) is quarantined.
-            text = f.read().decode("utf-8", "surrogateescape")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{task.url} is not valid JSON ({exc.msg} at line {exc.lineno}); use JSONL to quarantine bad lines") from None
-        if not isinstance(data, list):
-            raise InputError(f"{task.url}: a .json pool must be a JSON array of records")
-        for pos, record in enumerate(data):
+        for pos, record in enumerate(_load_json_array(fs, path, task.url)):
             yield pos, record, json.dumps(record, ensure_ascii=True), None
     else:
         import pyarrow.parquet as pq

@@ -194,7 +194,8 @@ def plan_parts(inputs: list[str]) -> list[ReadTask]:
 def write_part_atomic(table: pa.Table, directory: str, prefix: str = "part") -> int:
     """One Parquet part per block, named from its ids, renamed into place only once complete."""
     if table.num_rows:
-        name = part_name(prefix, "\0".join(table.column("id").to_pylist()), 0)
+        # Named from (id, source, position): two copies of a duplicated id must not share a part name.
+        name = part_name(prefix, "\0".join(f"{i}\1{src}\1{pos}" for i, src, pos in _done_key(table)), 0)
         filesystem, path = fs.url_to_fs(directory)
         temporary = write_part(table, directory, f"_{name}.inprogress")
         filesystem.mv(temporary, posixpath.join(path, name))
@@ -287,12 +288,13 @@ def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _plan(spec: StageSpec, inputs: list[str], input_format: str | None, chunk_bytes: int) -> list[ReadTask]:
+def _plan(spec: StageSpec, inputs: list[str], input_format: str | None, chunk_bytes: int,
+          not_read: list[str]) -> list[ReadTask]:
     if spec.source == "parts":
         return plan_parts(inputs)
     from deita_ray.io.reader import plan_reads
 
-    return plan_reads(inputs, input_format, chunk_bytes)
+    return plan_reads(inputs, input_format, chunk_bytes, not_read=not_read)
 
 
 def run_map_job(spec: StageSpec, inputs: list[str], output: str, *, mode: str = "ray", input_format: str | None = None,
@@ -304,7 +306,11 @@ def run_map_job(spec: StageSpec, inputs: list[str], output: str, *, mode: str = 
     from deita_ray.runner.lock import hold_output
 
     layout = spec.layout.under(output)
-    tasks = _plan(spec, inputs, input_format, chunk_bytes)  # bad paths and files fail here, before any work
+    not_read: list[str] = []
+    tasks = _plan(spec, inputs, input_format, chunk_bytes, not_read)  # bad paths and files fail here, before any work
+    if not_read:
+        log(f"warning: {len(not_read)} file(s) in the input directories are not read (not .jsonl/.json/.parquet): "
+            + ", ".join(not_read[:20]) + (" ..." if len(not_read) > 20 else ""))
     with hold_output(output):
         skipped = prepare_output(layout, overwrite, resume)
         if skipped:
@@ -328,7 +334,7 @@ def run_map_job(spec: StageSpec, inputs: list[str], output: str, *, mode: str = 
             if isinstance(cause, (InputError, StageError)):
                 raise cause from None
             raise StageError(layout.stage, layout.out, cause, save_traceback(exc)) from exc
-        return summarize(spec, layout, time.time() - started)
+        return summarize(spec, layout, time.time() - started, files_not_read=not_read)
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -403,7 +409,7 @@ def _run_local(spec: StageSpec, layout: StageLayout, tasks: list[ReadTask], bloc
 
 # ---------------------------------------------------------------- the summary
 
-def summarize(spec: StageSpec, layout: StageLayout, seconds: float) -> dict:
+def summarize(spec: StageSpec, layout: StageLayout, seconds: float, files_not_read: list[str] | None = None) -> dict:
     """One schema for every stage; counted part by part (the driver's memory does not grow with the pool)."""
     rows_out, totals = sum_columns(layout.parts, spec.sums)
     rows_in = sum_columns(layout.read_stats, {"rows_read": "rows_read"})[1]["rows_read"]
@@ -418,6 +424,7 @@ def summarize(spec: StageSpec, layout: StageLayout, seconds: float) -> dict:
         "quarantine_reasons": count_values(layout.quarantine, "reason") if quarantined else {},
         "quarantine_classes": count_values(layout.quarantine, "failure") if quarantined else {},
         "totals": {k: v for k, v in totals.items() if k not in spec.tokens},
+        "files_not_read": files_not_read or [],
         "output": layout.output, "results": layout.out, "noun": spec.noun, "config": spec.config,
     }
     fs.write_json(layout.summary, summary)
@@ -439,5 +446,7 @@ def format_summary(summary: dict) -> str:
     ]
     for reason, n in sorted(summary["quarantine_reasons"].items(), key=lambda kv: -kv[1])[:20]:
         lines.append(f"  quarantined {n:>5} x {reason[:160]}")
+    if summary.get("files_not_read"):
+        lines.append(f"not read     {len(summary['files_not_read']):>10,} file(s): {', '.join(summary['files_not_read'][:5])}")
     lines.append(f"output       {summary['results']}/")
     return "\n".join(lines)
