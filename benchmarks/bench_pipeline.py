@@ -83,7 +83,7 @@ def one_case(size: int, fake: bool, work: str) -> dict:
     if not fake:  # the same stages alone, one after the other, on the same data
         from deita_ray.embed_job import EmbedJobConfig, embed_pool
         from deita_ray.engines.base import EngineConfig
-        from deita_ray.engines.embedders import EmbedderConfig
+        from deita_ray.engines.config import EmbedderConfig
         from deita_ray.score_job import ScoreJobConfig, score_pool
         from deita_ray.select_job import SelectJobConfig, select_pool
 

@@ -79,7 +79,7 @@ def cmd_score(args) -> int:
 
 def cmd_embed(args) -> int:
     from deita_ray.embed_job import EmbedJobConfig, embed_local, embed_pool, format_summary
-    from deita_ray.engines.embedders import MINILM, EmbedderConfig
+    from deita_ray.engines.config import MINILM, EmbedderConfig
 
     engine = args.engine or ("sentence-transformers" if args.model.endswith(MINILM) else "hf")
     embedder = EmbedderConfig(model=args.model, engine=engine, pooling=args.pooling, dtype=args.dtype,

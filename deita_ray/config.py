@@ -200,7 +200,7 @@ def load_config(name_or_path: str | None, overrides: list[str] | None = None, da
 
 def _must_exist(model: str) -> bool:
     """Local paths must exist; `org/name` (a hub id) and the MiniLM alias are not checked offline."""
-    from deita_ray.engines.embedders import MINILM
+    from deita_ray.engines.config import MINILM
 
     if model in (MINILM, f"sentence-transformers/{MINILM}") or Path(os.path.expanduser(model)).exists():
         return False
@@ -210,7 +210,7 @@ def _must_exist(model: str) -> bool:
 def validate(config: RunConfig) -> None:
     """Cross-field checks with the stage configs' own validation, before any work starts."""
     from deita_ray.engines.base import EngineConfig
-    from deita_ray.engines.embedders import EmbedderConfig
+    from deita_ray.engines.config import EmbedderConfig
     from deita_ray.select_job import SelectJobConfig
 
     if not config.inputs and not config.sample_pool.dir:

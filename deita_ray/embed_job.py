@@ -14,7 +14,7 @@ import json
 import posixpath
 from dataclasses import asdict, dataclass, field
 
-from deita_ray.engines.embedders import EmbedderConfig
+from deita_ray.engines.config import EmbedderConfig
 from deita_ray.io.embedding_store import check_one_dimension, write_vector_shard
 from deita_ray.runner.layout import LAYOUTS, StageLayout
 from deita_ray.runner.map_job import ActorStep, StageSpec, format_summary, run_map_job, write_part_atomic  # noqa: F401

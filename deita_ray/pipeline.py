@@ -64,7 +64,7 @@ def _inputs(config: RunConfig, log) -> list[str]:
 def build_steps(config: RunConfig, inputs: list[str]) -> list[Step]:
     from deita_ray.embed_job import EmbedJobConfig, embed_pool
     from deita_ray.engines.base import EngineConfig
-    from deita_ray.engines.embedders import MINILM, EmbedderConfig
+    from deita_ray.engines.config import MINILM, EmbedderConfig
     from deita_ray.score_job import ScoreJobConfig, score_pool
     from deita_ray.select_job import SelectJobConfig, select_pool
 

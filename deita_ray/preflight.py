@@ -50,7 +50,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def check_model(key: str, model: str, tokenizer: bool = True) -> None:
     if model.startswith("tiny:"):
         return
-    from deita_ray.engines.embedders import MINILM, resolve_model
+    from deita_ray.engines.config import MINILM, resolve_model
 
     if model in (MINILM, f"sentence-transformers/{MINILM}"):
         if resolve_model(model) == model:
@@ -65,7 +65,9 @@ def check_model(key: str, model: str, tokenizer: bool = True) -> None:
         raise ConfigError(f"{key}: {model} is a file; give the model's directory")
     if local and not any(os.path.exists(os.path.join(path, f)) for f in ("config.json", "modules.json")):
         raise ConfigError(f"{key}: {model} has no config.json: not a Hugging Face model directory")
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
+
+    from deita_ray.prompts.tokens import load_tokenizer
 
     offline = not local and not _cached(model) and not hub_reachable()
     if offline:
@@ -82,7 +84,7 @@ def check_model(key: str, model: str, tokenizer: bool = True) -> None:
         raise ConfigError(f"{key}: {model} has no tokenizer files (tokenizer.json or tokenizer.model); "
                           "copy the tokenizer into the model directory")
     try:
-        AutoTokenizer.from_pretrained(path if local else model)
+        load_tokenizer(path if local else model)  # sentencepiece itself for SentencePiece-only scorers
     except Exception as exc:
         raise ConfigError(f"{key}: the tokenizer of {model} does not load: {_first_line(exc)}") from None
 

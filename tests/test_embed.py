@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from deita_ray.engines.embedders import MINILM, EmbedderConfig
+from deita_ray.engines.config import MINILM, EmbedderConfig
 from deita_ray.io.reader import plan_reads, read_all
 from deita_ray.stages.embed import EmbedStage, render_plain, render_vicuna
 

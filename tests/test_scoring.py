@@ -10,7 +10,7 @@ from deita_ray.io.reader import plan_reads, read_all
 from deita_ray.prompts import complexity_prompt, quality_prompt
 from deita_ray.reference import ReferenceScorer
 from deita_ray.stages.score import ScoreStage, TurnScorer, finalize_scores, score_table
-from deita_ray.stages.truncate import CUT_MARK, water_fill
+from deita_ray.prompts.truncate import CUT_MARK, water_fill
 
 
 @pytest.fixture(scope="module")

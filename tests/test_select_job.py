@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from deita_ray.engines.embedders import MINILM, EmbedderConfig
+from deita_ray.engines.config import MINILM, EmbedderConfig
 from deita_ray.io.embedding_store import EmbeddingStore
 from deita_ray.select import select_diverse
 from deita_ray.select.repr_filter import normalise_rows

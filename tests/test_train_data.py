@@ -6,6 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from deita_ray.config import ConfigError
+from deita_ray.prompts import chat
 from deita_ray.train import data
 from deita_ray.train.config import load_train_config
 
@@ -67,7 +68,7 @@ def test_dpo_reads_plain_ultrafeedback_and_sharegpt_preference_styles(tmp_path, 
     table, stats = data.prepare_dpo([_write_jsonl(tmp_path / "p.jsonl", rows)], tokenizer)
     out = table.to_pylist()
     assert len(out) == 3 and out[0] == out[1] == out[2]  # the three styles render identically
-    assert out[0]["prompt"] == "<s>" + data.VICUNA_SYSTEM + " USER: Pick a fruit. ASSISTANT:"
+    assert out[0]["prompt"] == "<s>" + chat.VICUNA_SYSTEM + " USER: Pick a fruit. ASSISTANT:"
     assert out[0]["chosen"] == " Apple.</s>" and out[0]["rejected"] == " Rock.</s>"
     assert stats["skipped"] == {"chosen equals rejected": 1, "a preference row needs chosen and rejected": 1}
 

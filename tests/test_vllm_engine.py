@@ -87,14 +87,15 @@ def test_vllm_inside_ray_actors_equals_in_process_hf(ray_session, tiny_models, h
 def test_vllm_embeddings_agree_with_transformers(tiny_models, pool_dir):
     """vLLM's pooling runner (LAST pooling) and the transformers embedder give the same vectors."""
     pytest.importorskip("vllm")
-    from deita_ray.engines.embedders import EmbedderConfig, VLLMEmbedder
+    from deita_ray.engines.config import EmbedderConfig
+    from deita_ray.engines.vllm import VLLMEngine
     from deita_ray.stages.embed import EmbedStage
 
     pool, _ = read_all(plan_reads([str(pool_dir / "sharegpt.jsonl")]))
     batch = pool.slice(0, 40)
     path = str(tiny_models["embedder"])
     hf = EmbedStage(EmbedderConfig(model=path, max_length=CONTEXT), out_dtype="float32")(batch)
-    engine = VLLMEmbedder(EmbedderConfig(model=path, engine="vllm", max_length=CONTEXT, enforce_eager=True))
+    engine = VLLMEngine(EmbedderConfig(model=path, engine="vllm", max_length=CONTEXT, enforce_eager=True))
     try:
         ours = EmbedStage(EmbedderConfig(model=path, engine="vllm", max_length=CONTEXT), out_dtype="float32",
                           engine=engine)(batch)

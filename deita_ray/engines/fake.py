@@ -1,7 +1,8 @@
-"""Deterministic fake engine for plumbing tests: logits are a hash of the prompt's token ids.
+"""Deterministic fake engine for plumbing tests: every output is a hash of the input's token ids.
 
 No model weights are read (only `max_length` from the config), so Ray and I/O tests run in
-milliseconds. Never used for real scores; the real engines have their own tests.
+milliseconds. Never used for real results; the real engines have their own tests. `extra`:
+`fail_on_token` makes any input holding that token id raise (to test per-row failures).
 """
 
 from __future__ import annotations
@@ -10,22 +11,56 @@ import hashlib
 
 import numpy as np
 
-from deita_ray.engines.base import EngineConfig
+from deita_ray.engines.config import Generation, LLMConfig, Sampling
+
+WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu")
+
+
+def _digest(ids, salt: bytes = b"") -> bytes:
+    return hashlib.sha256(salt + np.asarray(ids, dtype=np.int64).tobytes()).digest()
 
 
 class FakeEngine:
     name = "fake"
 
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: LLMConfig):
         self.config = config
         self.context_length = config.max_length or 512
-        self.fail_on_token = config.extra.get("fail_on_token")  # to test per-row engine failures
+        self.fail_on_token = config.extra.get("fail_on_token")
+
+    def _check(self, ids) -> None:
+        if self.fail_on_token is not None and not isinstance(ids, str) and self.fail_on_token in ids:
+            raise RuntimeError(f"fake engine failure on token {self.fail_on_token}")
 
     def token_logits(self, prompts: list[list[int]], token_ids: list[int]) -> np.ndarray:
         out = np.empty((len(prompts), len(token_ids)), dtype=np.float32)
         for row, prompt in enumerate(prompts):
-            if self.fail_on_token is not None and self.fail_on_token in prompt:
-                raise RuntimeError(f"fake engine failure on token {self.fail_on_token}")
-            digest = hashlib.sha256(np.asarray(prompt, dtype=np.int64).tobytes()).digest()
-            out[row] = np.frombuffer(digest[: 4 * len(token_ids)], dtype=np.uint32) / 2**32 * 4.0
+            self._check(prompt)
+            out[row] = np.frombuffer(_digest(prompt)[: 4 * len(token_ids)], dtype=np.uint32) / 2**32 * 4.0
         return out
+
+    def embed(self, prompts: list[list[int]]) -> np.ndarray:
+        out = np.empty((len(prompts), 64), dtype=np.float32)
+        for i, p in enumerate(prompts):
+            self._check(p)
+            seed = int.from_bytes(_digest(p)[:8], "little")
+            out[i] = np.random.default_rng(seed).standard_normal(64)
+        return out
+
+    def generate(self, prompts: list, sampling: Sampling) -> list[Generation]:
+        """Words drawn from a hash of (prompt, seed); at most max_new_tokens of them."""
+        results = []
+        for prompt in prompts:
+            self._check(prompt)
+            key = prompt.encode() if isinstance(prompt, str) else _digest(prompt)
+            seed = int.from_bytes(hashlib.sha256(key + str(sampling.seed).encode()).digest()[:8], "little")
+            rng = np.random.default_rng(seed)
+            n = int(rng.integers(1, 2 * sampling.max_new_tokens + 1))
+            words = [WORDS[i] for i in rng.integers(0, len(WORDS), min(n, sampling.max_new_tokens))]
+            text = " ".join(words)
+            reason = "length" if n >= sampling.max_new_tokens else "stop"
+            for stop in sampling.stop:
+                if stop in text:
+                    text, reason = text[: text.index(stop)], "stop"
+            results.append(Generation(text=text, token_ids=[WORDS.index(w) for w in words], finish_reason=reason))
+        return results

@@ -1,4 +1,6 @@
-"""Transformers engine: batched prefill on CPU or GPU, logits read at the last prompt position.
+"""Transformers engine (CPU or GPU): scoring by batched prefill, embedding, and generation.
+
+Scoring (`token_logits`):
 
 Prompts are sorted by length and cut into buckets (at most `batch_size` prompts and
 `max_batch_tokens` padded tokens each), left-padded with explicit position ids so that a
@@ -9,48 +11,25 @@ Every Deita prompt starts with the same template tokens, so the bucket's longest
 token prefix is run once and its KV cache shared by all rows (exact: same ids, same
 positions); the rows then run only their own suffix. On short prompts that is a third to a
 half of the work.
+
+Embedding (`embed`): the causal LM's base model, length-bucketed and left-padded with explicit
+positions; `last` pools the hidden state of the last non-pad token (the Deita reference), `mean`
+averages the non-pad tokens. Generation (`generate`): `model.generate`, left-padded batches,
+greedy at temperature 0; finish reason `stop` (EOS or a stop string) or `length`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from deita_ray.engines.base import EngineConfig
-
-_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-
-
-def length_buckets(lengths: list[int], batch_size: int, max_batch_tokens: int) -> list[np.ndarray]:
-    """Indices grouped into batches of similar length (sorted), bounded by count and padded tokens."""
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    buckets, current = [], []
-    for idx in order:
-        longest = lengths[idx]  # ascending order: the newest item is the longest
-        if current and (len(current) >= batch_size or longest * (len(current) + 1) > max_batch_tokens):
-            buckets.append(np.asarray(current))
-            current = []
-        current.append(idx)
-    if current:
-        buckets.append(np.asarray(current))
-    return buckets
-
-
-MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a second forward call
-
-
-def common_prefix_length(seqs: list[list[int]]) -> int:
-    """Length of the longest token prefix shared by all sequences, leaving each at least one token."""
-    first, limit = seqs[0], min(len(s) for s in seqs) - 1
-    n = 0
-    while n < limit and all(s[n] == first[n] for s in seqs):
-        n += 1
-    return n
+from deita_ray.engines.batching import MIN_SHARED_PREFIX, common_prefix_length, length_buckets
+from deita_ray.engines.config import Generation, LLMConfig, Sampling
 
 
 class HFEngine:
     name = "hf"
 
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: LLMConfig):
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -59,8 +38,9 @@ class HFEngine:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        dtype = getattr(torch, _DTYPES.get(config.dtype, "float32")) if config.dtype != "auto" else "auto"
+        dtype = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
         self.model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype, **config.extra).to(self.device).eval()
+        self._tokenizer = None
         model_config = AutoConfig.from_pretrained(config.model)
         native = getattr(model_config, "max_position_embeddings", None) or 2048
         self.context_length = min(config.max_length or native, native)
@@ -105,3 +85,80 @@ class HFEngine:
                             position_ids=positions.to(self.device), past_key_values=cache, use_cache=cache is not None,
                             logits_to_keep=1).logits
         return logits[:, -1, :]
+
+    def embed(self, prompts: list[list[int]]) -> np.ndarray:
+        """Pooled final-layer hidden states of the base model (no LM head), unnormalised."""
+        import torch
+
+        base = self.model.base_model
+        lengths = [len(p) for p in prompts]
+        out = None
+        for bucket in length_buckets(lengths, self.config.batch_size, self.config.max_batch_tokens):
+            ids, mask = self._left_pad([prompts[i] for i in bucket])
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                hidden = base(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                              position_ids=positions.to(self.device), use_cache=False).last_hidden_state.float()
+            if self.config.pooling == "last":
+                pooled = hidden[:, -1, :]  # left padding: the last position is the last real token
+            else:
+                m = mask.to(self.device).unsqueeze(-1).float()
+                pooled = (hidden * m).sum(1) / m.sum(1)
+            pooled = pooled.cpu().numpy()
+            if out is None:
+                out = np.empty((len(prompts), pooled.shape[1]), dtype=np.float32)
+            out[bucket] = pooled
+        return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+    def _left_pad(self, seqs: list[list[int]]):
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            ids[row, width - len(seq):] = torch.tensor(seq)
+            mask[row, width - len(seq):] = 1
+        return ids, mask
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.config.model)
+        return self._tokenizer
+
+    def generate(self, prompts: list, sampling: Sampling) -> list[Generation]:
+        """Continuations of texts (tokenised with the model's tokenizer) or token-id lists."""
+        import torch
+
+        ids = [self.tokenizer(p)["input_ids"] if isinstance(p, str) else list(p) for p in prompts]
+        eos = self.model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        results: list[Generation | None] = [None] * len(ids)
+        for bucket in length_buckets([len(p) for p in ids], self.config.batch_size, self.config.max_batch_tokens):
+            batch, mask = self._left_pad([ids[i] for i in bucket])
+            sample = sampling.temperature > 0
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=batch.to(self.device), attention_mask=mask.to(self.device),
+                    max_new_tokens=sampling.max_new_tokens, do_sample=sample,
+                    temperature=sampling.temperature if sample else None, top_p=sampling.top_p if sample else None,
+                    top_k=None, pad_token_id=self.pad_id)
+            for row, index in enumerate(bucket):
+                new = out[row, batch.shape[1]:].tolist()
+                results[index] = self._finish(new, eos, sampling)
+        return results
+
+    def _finish(self, new: list[int], eos: set, sampling: Sampling) -> Generation:
+        cut = next((i for i, t in enumerate(new) if t in eos), None)
+        tokens = new[:cut] if cut is not None else new
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        reason = "stop" if cut is not None else "length"
+        for stop in sampling.stop:
+            if stop in text:
+                text, reason = text[: text.index(stop)], "stop"
+        return Generation(text=text, token_ids=tokens, finish_reason=reason)

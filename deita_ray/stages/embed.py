@@ -13,19 +13,18 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from deita_ray.engines.base import close_engine, load_tokenizer
-from deita_ray.engines.embedders import EmbedderConfig, make_embedder
+from deita_ray.engines.base import close_engine, load_tokenizer, make_engine
+from deita_ray.engines.config import EmbedderConfig
 from deita_ray.io.formats import turn_pairs
+from deita_ray.prompts import chat
 from deita_ray.io.quarantine import PERMANENT, engine_error, mark_failures
 
-VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
-                 "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 TEMPLATES = ("auto", "vicuna", "plain")
 
 
 def render_vicuna(conversation: list[dict]) -> str:
-    """FastChat's vicuna_v1.1: `{system} USER: {q} ASSISTANT: {a}</s>USER: ...` (system turns of the data are not used)."""
-    return VICUNA_SYSTEM + " " + "".join(f"USER: {q} ASSISTANT: {a}</s>" for q, a in turn_pairs(conversation))
+    """FastChat's vicuna_v1.1 (prompts/chat.py); system turns of the data are not used."""
+    return chat.render_vicuna(turn_pairs(conversation))
 
 
 def render_plain(conversation: list[dict]) -> str:
@@ -50,7 +49,7 @@ class EmbedStage:
 
     def setup(self) -> None:
         if self.engine is None:
-            self.engine = make_embedder(self.config)
+            self.engine = make_engine(self.config, "embed")
         if self.tokenizer is None and not self.config.takes_text:
             self.tokenizer = load_tokenizer(self.config.model)
 

@@ -17,7 +17,7 @@ from deita_ray.engines.base import Engine, EngineConfig, close_engine, digit_tok
 from deita_ray.io.formats import turn_pairs
 from deita_ray.io.quarantine import PERMANENT, TRANSIENT, engine_error, mark_failures
 from deita_ray.prompts import AGGREGATIONS, aggregate_evol_score, complexity_prompt, expected_scores, quality_prompt
-from deita_ray.stages.truncate import fit_prompt
+from deita_ray.prompts.truncate import fit_prompt
 
 KINDS = ("complexity", "quality")
 
@@ -31,7 +31,7 @@ class TurnScorer:
         self.kind = kind
         self.tokenizer = load_tokenizer(config.model)
         self.digit_ids = digit_token_ids(self.tokenizer)
-        self.engine = engine if engine is not None else make_engine(config)
+        self.engine = engine if engine is not None else make_engine(config, "token_logits")
         # The prompt plus the one position whose logits we read must fit the context.
         self.max_prompt_tokens = self.engine.context_length - 1
 

@@ -15,15 +15,9 @@ import json
 from pathlib import Path
 
 from deita_ray.prompts import COMPLEXITY_TEMPLATE, QUALITY_TEMPLATE
+from deita_ray.prompts.chat import VICUNA_CHAT_TEMPLATE
 
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<unk>"]
-# Vicuna v1.1, the conversation template Deita embeds and trains with.
-VICUNA_CHAT_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] + ' ' }}"
-    "{% elif m['role'] == 'user' %}{{ 'USER: ' + m['content'] + ' ' }}"
-    "{% else %}{{ 'ASSISTANT: ' + m['content'] + eos_token }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
 MODEL_NAMES = ("scorer-complexity", "scorer-quality", "embedder")
 
 

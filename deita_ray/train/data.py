@@ -25,7 +25,7 @@ from collections import Counter
 import pyarrow as pa
 
 from deita_ray.prompts import complexity_prompt, quality_prompt
-from deita_ray.stages.embed import VICUNA_SYSTEM
+from deita_ray.prompts import chat
 
 SFT_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("assistant_masks", pa.list_(pa.int8()))])
 DPO_SCHEMA = pa.schema([("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string())])
@@ -54,15 +54,8 @@ def _finish(rows: list[dict], schema: pa.Schema, skipped: Counter, total: int, w
 
 def render_vicuna_spans(conversation: list[dict], eos: str = "</s>") -> tuple[str, list[tuple[int, int]]]:
     """FastChat vicuna_v1.1 text and the character spans of the assistant answers (with their eos)."""
-    text = VICUNA_SYSTEM + " "
-    spans = []
     body = [t for t in conversation if t["from"] != "system"]
-    for human, gpt in zip(body[0::2], body[1::2]):
-        text += f"USER: {human['value']} ASSISTANT: "
-        start = len(text)
-        text += gpt["value"] + eos
-        spans.append((start, len(text)))
-    return text, spans
+    return chat.render_vicuna_spans([(h["value"], g["value"]) for h, g in zip(body[0::2], body[1::2])], eos)
 
 
 def render_template_spans(tokenizer, conversation: list[dict]) -> tuple[str, list[tuple[int, int]]]:
@@ -186,11 +179,12 @@ def preference_parts(record) -> tuple[list[dict], str, str]:
 
 
 def render_vicuna_prompt(history: list[dict], eos: str = "</s>") -> str:
-    text = VICUNA_SYSTEM + " "
+    """The Vicuna prompt of a history of messages that ends on the user's turn."""
     body = [m for m in history if m["role"] != "system"]
-    for m in body:
-        text += f"USER: {m['content']} ASSISTANT:" if m["role"] == "user" else f" {m['content']}{eos}"
-    return text
+    pairs = [(u["content"], a["content"]) for u, a in zip(body[0::2], body[1::2])]
+    if len(body) % 2:
+        pairs.append((body[-1]["content"], None))
+    return chat.render_vicuna_prompt(pairs, eos)
 
 
 def prepare_dpo(inputs: list[str], tokenizer, template: str = "vicuna",
@@ -256,8 +250,8 @@ def scorer_label(record, kind: str) -> tuple[list[str], int]:
 
 
 def prepare_scorer(inputs: list[str], tokenizer, kind: str = "complexity", max_length: int = 2048) -> tuple[pa.Table, dict]:
-    from deita_ray.engines.base import digit_token_ids
-    from deita_ray.stages.truncate import fit_prompt
+    from deita_ray.prompts.tokens import digit_token_ids
+    from deita_ray.prompts.truncate import fit_prompt
 
     records, skipped = read_records(inputs)
     total = len(records) + sum(skipped.values())

