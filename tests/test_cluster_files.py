@@ -78,3 +78,19 @@ def test_every_doc_with_cluster_commands_was_checked():
     assert len(_commands(_code(REPO / "README.md"))) >= 5
     assert _commands(_code(REPO / "cluster" / "README.md"))
     assert _rayjob_entrypoint()[0] == "run"
+
+
+def test_shipped_clusters_keep_token_auth_on_and_the_dashboard_inside():
+    """A manifest that turns Ray's token authentication off, or exposes the dashboard, fails here."""
+    rayjob = yaml.safe_load((REPO / "cluster" / "kuberay" / "rayjob.yaml").read_text())
+    spec = rayjob["spec"]["rayClusterSpec"]
+    assert spec["authOptions"]["mode"] == "token" and spec["authOptions"]["secretName"]
+    assert spec["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP"
+    launcher = yaml.safe_load((REPO / "cluster" / "launcher" / "aws-gpu.yaml").read_text())
+    starts = launcher["head_start_ray_commands"] + launcher["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token" in c for c in starts if c.strip().split()[-1] != "stop" and "ray start" in c)
+    head = next(c for c in launcher["head_start_ray_commands"] if "ray start" in c)
+    assert "--dashboard-host=127.0.0.1" in head
+    assert "~/.ray/auth_token" in launcher["file_mounts"]
+    for doc in sorted((REPO / "cluster").rglob("*.yaml")):
+        assert not re.search(r"RAY_AUTH_MODE\s*[=:]\s*\"?disabled", doc.read_text()), doc

@@ -58,3 +58,48 @@ def test_hub_ids_are_not_checked_offline_but_local_paths_are(tmp_path):
         load_config(str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config("quickstart", ["budget"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("select.threshold=1.5", "select.threshold must be <= 1, got 1.5"),
+    ("select.threshold=-2", "select.threshold must be >= -1"),
+    ("select.budget=0", "select.budget must be >= 1"),
+    ("embed.replicas=-1", "embed.replicas must be >= 1, got -1"),
+    ("embed.cpus_per_replica=-1", "embed.cpus_per_replica must be > 0"),
+    ("score.gpus_per_replica=-0.5", "score.gpus_per_replica must be >= 0"),
+    ("score.gpu_memory_utilization=1.5", "score.gpu_memory_utilization must be <= 1"),
+    ("score.max_length=4", "score.max_length must be >= 16"),
+    ("sample_pool.samples=0", "sample_pool.samples must be >= 1"),
+    ("score.engine=sentence-transformers", "for scoring"),
+])
+def test_every_option_is_range_checked_at_load(override, message):
+    """Checked when the config loads, before any stage runs (scoring would otherwise run first)."""
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config("quickstart", [override])
+
+
+def test_one_default_per_option_for_cli_and_run_config():
+    """`deita-ray score/embed/select` flags and the run config's sections come from one declaration."""
+    from deita_ray.cli import build_parser
+    from deita_ray.configlib import build, given
+    from deita_ray.embed_job import EmbedSection
+    from deita_ray.score_job import ScoreSection
+    from deita_ray.select_job import SelectOptions
+
+    parser = build_parser()
+    args = parser.parse_args(["score", "pool", "-o", "out", "--complexity-model", "c", "--quality-model", "q"])
+    from_cli = build(ScoreSection, given(args, ScoreSection))
+    run = load_config(None, data={"output": "o", "inputs": ["p"]})
+    for name in ("enforce_eager", "cpus_per_replica", "replicas", "batch_rows", "engine", "dtype", "batch_size"):
+        assert getattr(from_cli, name) == getattr(run.score, name), name
+    args = parser.parse_args(["embed", "pool", "-o", "out"])
+    assert build(EmbedSection, given(args, EmbedSection)) == run.embed
+    args = parser.parse_args(["select", "out"])
+    assert build(SelectOptions, given(args, SelectOptions)) == run.select
+    with pytest.raises(SystemExit):
+        parser.parse_args(["select", "out", "--threshold", "x"])
+
+
+def test_paper_presets_embed_at_most_2048_tokens():
+    for name in ("deita-6k", "deita-10k"):
+        assert load_config(name).embed.max_length == 2048

@@ -21,8 +21,8 @@ class SentenceTransformerEngine:
         self.config = config
         device = "cuda" if config.device == "auto" and torch.cuda.is_available() else config.device
         self.model = SentenceTransformer(config.model, device="cpu" if device == "auto" else device)
-        if config.max_length:
-            self.model.max_seq_length = config.max_length
+        if config.max_length:  # never beyond what the model was built for (MiniLM: 256)
+            self.model.max_seq_length = min(config.max_length, self.model.max_seq_length or config.max_length)
         self.context_length = int(self.model.max_seq_length)
 
     def count_tokens(self, texts: list[str]) -> list[int]:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from deita_ray.config import ConfigError, _apply_override, _build, _merge, _must_exist
+from deita_ray.configlib import ConfigError, apply_override as _apply_override, build as _build, merge as _merge, \
+    must_exist as _must_exist
 
 TASKS = ("sft", "dpo", "scorer")
 DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
