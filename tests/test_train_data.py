@@ -40,6 +40,7 @@ def test_sft_loss_mask_covers_exactly_the_assistant_turns(tmp_path, tokenizer, t
     assert "Name a colour." in unmasked and "Another?" in unmasked and "Blue" not in unmasked
     if template == "vicuna":
         assert tokenizer.decode(row["input_ids"]).startswith("<s>A chat between a curious user")
+    assert stats.pop("quarantine").num_rows == 0
     assert stats == {"rows_in": 1, "rows_used": 1, "rows_skipped": 0, "skipped": {}, "rows_cut_to_fit": 0}
 
 
@@ -50,6 +51,9 @@ def test_sft_counts_bad_and_fully_truncated_rows(tmp_path, tokenizer):
     assert table.num_rows == 1 and stats["rows_in"] == 4 and stats["rows_skipped"] == 3
     assert stats["skipped"]["no assistant token within max_length 160"] == 1
     assert sum(stats["skipped"].values()) == 3  # the JSON error and the unanswered turn, each by reason
+    quarantine = stats["quarantine"].to_pylist()  # each skipped row is kept for quarantine, with its reason
+    assert len(quarantine) == 3 and {q["stage"] for q in quarantine} == {"train"} and all(q["raw"] for q in quarantine)
+    assert sorted(q["reason"] for q in quarantine) == sorted(r for r, n in stats["skipped"].items() for _ in range(n))
     with pytest.raises(data.NoTrainingRows, match="no usable SFT rows out of 1"):
         data.prepare_sft([_write_jsonl(tmp_path / "bad.jsonl", [long_question])], tokenizer, max_length=160)
 

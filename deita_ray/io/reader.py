@@ -57,7 +57,7 @@ def _open_fs(url: str):
     return url_to_fs(url)
 
 
-def _expand(url: str, not_read: list[str] | None = None) -> list[str]:
+def expand_inputs(url: str, not_read: list[str] | None = None) -> list[str]:
     """The files an input names. Files of a directory that are not read (other extensions) are
     appended to `not_read`; `_`-prefixed and hidden files (manifests, _SUCCESS markers) are skipped
     silently, as Spark and Hadoop do."""
@@ -139,7 +139,7 @@ def plan_reads(inputs: list[str], input_format: str | None = None, chunk_bytes: 
         raise InputError("no input given")
     tasks: list[ReadTask] = []
     for url in inputs:
-        for file_url in _expand(url, not_read):
+        for file_url in expand_inputs(url, not_read):
             kind = _kind(file_url)
             fs, path = _open_fs(file_url)
             try:

@@ -19,6 +19,7 @@ Plain Python over Arrow, no Ray. Every row that cannot be used is counted under 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 
@@ -36,6 +37,25 @@ class NoTrainingRows(ValueError):
     pass
 
 
+class Skips(Counter):
+    """Rows left out of training, counted by reason and kept (with their raw record) for quarantine."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.rows: list[tuple[str | None, str, str]] = []
+
+    def add(self, reason: str, record, rid: str | None = None) -> None:
+        self[reason] += 1
+        raw = record if isinstance(record, str) else json.dumps(record, ensure_ascii=False, default=str)
+        self.rows.append((rid, reason, raw))
+
+    def table(self) -> pa.Table:
+        from deita_ray.io.quarantine import quarantine_rows
+
+        ids = [rid or hashlib.sha1(raw.encode("utf-8", "surrogatepass")).hexdigest()[:16] for rid, _, raw in self.rows]
+        return quarantine_rows(ids, "train", [r for _, r, _ in self.rows], [raw for _, _, raw in self.rows])
+
+
 def _finish(rows: list[dict], schema: pa.Schema, skipped: Counter, total: int, what: str,
             cut: int = 0) -> tuple[pa.Table, dict]:
     """The table and its stats: rows in = rows used + rows skipped (by reason); `cut` rows were
@@ -46,7 +66,9 @@ def _finish(rows: list[dict], schema: pa.Schema, skipped: Counter, total: int, w
     if len(rows) + sum(skipped.values()) != total:
         raise AssertionError(f"{what} rows do not reconcile: {total} in, {len(rows)} used, {sum(skipped.values())} skipped")
     stats = {"rows_in": total, "rows_used": len(rows), "rows_skipped": sum(skipped.values()),
-             "skipped": dict(skipped), "rows_cut_to_fit": cut}
+             "skipped": dict(skipped), "rows_cut_to_fit": cut,
+             # Skipped rows with their reasons, for OUTPUT/quarantine/ (launch.py writes them).
+             "quarantine": skipped.table() if isinstance(skipped, Skips) else None}
     return pa.Table.from_pylist(rows, schema=schema), stats
 
 
@@ -92,7 +114,9 @@ def prepare_sft(inputs: list[str], tokenizer, template: str = "vicuna", max_leng
     from deita_ray.io.reader import plan_reads, read_all
 
     pool, quarantine = read_all(plan_reads(inputs))
-    skipped = Counter(quarantine.column("reason").to_pylist())
+    skipped = Skips()
+    for row in quarantine.to_pylist():
+        skipped.add(row["reason"], row["raw"], row["id"])
     rows, cut = [], 0
     for conversation in pool.column("conversations").to_pylist():
         if template == "vicuna":
@@ -101,7 +125,7 @@ def prepare_sft(inputs: list[str], tokenizer, template: str = "vicuna", max_leng
             text, spans = render_template_spans(tokenizer, conversation)
         ids, mask = tokenize_spans(tokenizer, text, spans, max_length, add_special_tokens=template == "vicuna")
         if not any(mask):
-            skipped[f"no assistant token within max_length {max_length}"] += 1
+            skipped.add(f"no assistant token within max_length {max_length}", {"conversations": conversation})
             continue
         cut += len(ids) == max_length
         rows.append({"input_ids": ids, "assistant_masks": mask})
@@ -110,16 +134,16 @@ def prepare_sft(inputs: list[str], tokenizer, template: str = "vicuna", max_leng
 
 # ---- DPO ------------------------------------------------------------------------------------
 
-def read_records(inputs: list[str]) -> tuple[list[dict], Counter]:
+def read_records(inputs: list[str]) -> tuple[list[dict], Skips]:
     """JSON records from .json (array), .jsonl and .parquet files or directories of them."""
     import fsspec
     import pyarrow.parquet as pq
 
-    from deita_ray.io.reader import _expand
+    from deita_ray.io.reader import expand_inputs
 
-    records, bad = [], Counter()
+    records, bad = [], Skips()
     for url in inputs:
-        for path in _expand(url):
+        for path in expand_inputs(url):
             with fsspec.open(path, "rb") as f:
                 if path.endswith(".parquet"):
                     records += pq.read_table(f).to_pylist()
@@ -129,7 +153,7 @@ def read_records(inputs: list[str]) -> tuple[list[dict], Counter]:
                             try:
                                 records.append(json.loads(line))
                             except json.JSONDecodeError:
-                                bad["unreadable JSON line"] += 1
+                                bad.add("unreadable JSON line", line)
                 else:
                     data = json.loads(f.read().decode("utf-8"))
                     records += data if isinstance(data, list) else [data]
@@ -199,7 +223,7 @@ def prepare_dpo(inputs: list[str], tokenizer, template: str = "vicuna",
         try:
             history, chosen, rejected = preference_parts(record)
         except ValueError as exc:
-            skipped[str(exc)] += 1
+            skipped.add(str(exc), record)
             continue
         if template == "vicuna":
             prompt, chosen, rejected = render_vicuna_prompt(history, eos), f" {chosen}{eos}", f" {rejected}{eos}"
@@ -262,7 +286,7 @@ def prepare_scorer(inputs: list[str], tokenizer, kind: str = "complexity", max_l
         try:
             fields, score = scorer_label(record, kind)
         except ValueError as exc:
-            skipped[str(exc)] += 1
+            skipped.add(str(exc), record)
             continue
         if "conversations" in record:  # the prompt is already filled in
             ids = tokenizer.encode(fields[0])

@@ -34,6 +34,10 @@ def prepare_rows(config: TrainConfig):
 
     from deita_ray.train import data
 
+    if config.task == "scorer":  # scorer prompts are tokenised exactly as `deita-ray score` reads them
+        from deita_ray.prompts.tokens import load_tokenizer
+
+        return data.prepare_scorer(config.data, load_tokenizer(config.model), config.kind, config.max_length)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     if config.task == "sft":
         return data.prepare_sft(config.data, tokenizer, config.template, config.max_length)
@@ -47,7 +51,7 @@ def train(config: TrainConfig, log=print) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from deita_ray.io.writer import write_part
+    from deita_ray.io.writer import write_part, write_table_atomic
     from deita_ray.io.fs import url_to_fs, write_json
     from deita_ray.runner.session import ensure_ray
     from deita_ray.train.worker import FINAL_METRICS, train_loop
@@ -61,6 +65,10 @@ def train(config: TrainConfig, log=print) -> dict:
     config = dataclasses.replace(config, output=output, model=local_to_absolute(config.model),
                                  ref_model=local_to_absolute(config.ref_model))
     table, stats = prepare_rows(config)
+    quarantine = stats.pop("quarantine", None)
+    stats["rows_quarantined"] = quarantine.num_rows if quarantine is not None else 0
+    if quarantine is not None and quarantine.num_rows:  # every skipped row, with its reason
+        write_table_atomic(quarantine, posixpath.join(output, "quarantine"), "train.parquet")
     log(f"{config.task}: {stats['rows_used']:,} of {stats['rows_in']:,} rows usable" +
         (f", skipped {stats['rows_skipped']:,}: " + "; ".join(f"{n} x {r}" for r, n in stats["skipped"].items())
          if stats["rows_skipped"] else "") + (f"; {stats['rows_cut_to_fit']:,} cut to fit" if stats["rows_cut_to_fit"] else ""))
