@@ -66,6 +66,11 @@ class RunConfig:
     score: ScoreSection = field(default_factory=ScoreSection)
     embed: EmbedSection = field(default_factory=EmbedSection)
     select: SelectOptions = field(default_factory=SelectOptions)
+    # Optional training on the selection: the keys of `deita-ray train sft|dpo` (train/config.py), e.g.
+    # sft: {model: mistralai/Mistral-7B-v0.1, preset: deita-mistral-7b-sft, num_workers: 8, use_gpu: true}
+    # dpo: {data: [s3://b/ultrafeedback/], preset: deita-mistral-7b-dpo}   (model: the SFT model by default)
+    sft: dict | None = None
+    dpo: dict | None = None
     ray: RaySection = field(default_factory=RaySection)
 
 
@@ -96,9 +101,34 @@ def load_config(name_or_path: str | None, overrides: list[str] | None = None, da
     return config
 
 
+def _check_train_section(task: str, section: dict, has_sft: bool) -> None:
+    """Keys and types of an sft:/dpo: section, checked now (paths that later steps produce are not)."""
+    from deita_ray.train.config import PRESETS as TRAIN_PRESETS, TrainConfig
+
+    if "output" in section or (task == "sft" and "data" in section):
+        raise ConfigError(f"{task}: output{' and data' if task == 'sft' else ''} come from the run (OUTPUT/{task}"
+                          f"{', the selection' if task == 'sft' else ''}); remove them")
+    build(TrainConfig, {"task": task, "model": "m", "data": ["d"], "output": "o", **section}, task)  # keys, types
+    if task == "sft" and not section.get("model"):
+        raise ConfigError("sft.model: give the model to fine-tune on the selection")
+    if task == "dpo" and not section.get("data"):
+        raise ConfigError("dpo.data: give the preference pairs (files or directories)")
+    if task == "dpo" and not section.get("model") and not has_sft:
+        raise ConfigError("dpo.model: give the model to tune (or an sft: section, whose model is used)")
+    preset = section.get("preset")
+    if preset is not None and (preset not in TRAIN_PRESETS or TRAIN_PRESETS[preset]["task"] != task):
+        known = sorted(k for k, v in TRAIN_PRESETS.items() if v["task"] == task)
+        raise ConfigError(f"{task}.preset must be one of {known}, got {preset!r}")
+
+
 def validate(config: RunConfig) -> None:
     """Checks across sections, before any work starts (each section checked its own ranges when built)."""
     from deita_ray.engines.config import MINILM
+
+    for task in ("sft", "dpo"):
+        section = getattr(config, task)
+        if section is not None:
+            _check_train_section(task, section, config.sft is not None)
 
     if config.input_format not in (None, "sharegpt", "alpaca", "messages"):
         raise ConfigError(f"input_format must be sharegpt, alpaca or messages, got {config.input_format!r}")

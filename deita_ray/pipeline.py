@@ -95,10 +95,45 @@ def build_steps(config: RunConfig, inputs: list[str]) -> list[Step]:
                 "ineligible": s.get("ineligible"),
                 "samples_per_s": round(s.get("visited", s["selected"]) / max(s["seconds"], 1e-9), 1)}
 
-    return [Step("score", "scoring", score_fp, run_score),
-            Step("embed", f"embedding with {embed.model}", embed_fp, run_embed),
-            Step("select", f"selecting {select.budget:,} ({select.strategy}, tau {select.threshold})", select_fp,
-                 run_select)]
+    steps = [Step("score", "scoring", score_fp, run_score),
+             Step("embed", f"embedding with {embed.model}", embed_fp, run_embed),
+             Step("select", f"selecting {select.budget:,} ({select.strategy}, tau {select.threshold})", select_fp,
+                  run_select)]
+    upstream = select_fp
+    for task in ("sft", "dpo"):
+        section = getattr(config, task)
+        if section is not None:
+            step = _train_step(task, dict(section), config, upstream)
+            steps.append(step)
+            upstream = step.fingerprint
+    return steps
+
+
+def _train_step(task: str, section: dict, config: RunConfig, upstream: str) -> Step:
+    """SFT on the selection, DPO on the preference pairs; the model flows from SFT to DPO."""
+    out = config.output
+    if task == "sft":
+        section["data"] = [posixpath.join(selection_dir(out), "selected.jsonl")]
+    elif not section.get("model"):
+        section["model"] = posixpath.join(out, "sft", "model")
+    section["output"] = posixpath.join(out, task)
+    preset = section.pop("preset", None)
+    if "model" in section:
+        section["model"] = _resolve_model(section["model"], config.models_dir)
+
+    def run(resume):
+        from deita_ray.train.config import load_train_config
+        from deita_ray.train.launch import train
+
+        s = train(load_train_config(task, data=dict(section, resume=resume), preset=preset))
+        rows = s["rows"]
+        return {"rows_in": rows["rows_in"], "rows_out": rows["rows_used"], "rows_quarantined": rows["rows_skipped"],
+                "reconciled": rows["rows_in"] == rows["rows_used"] + rows["rows_skipped"], "seconds": s["seconds"],
+                "tokens": s.get("num_input_tokens_seen"), "tokens_per_s": s.get("tokens_per_s"),
+                "model": s["model"], "global_step": s.get("global_step")}
+
+    return Step(task, f"{task.upper()} of {section['model']} ({preset or 'defaults'})",
+                markers.fingerprint(section, preset, upstream), run)
 
 
 def _check_resources(config: RunConfig, log) -> None:
@@ -113,7 +148,7 @@ def _check_resources(config: RunConfig, log) -> None:
 
 def _record(summary: dict) -> dict:
     keys = ("rows_in", "rows_out", "rows_quarantined", "rows_flagged", "reconciled", "tokens", "seconds",
-            "samples_per_s", "visited", "sorted_on", "quarantine_classes")
+            "samples_per_s", "visited", "sorted_on", "quarantine_classes", "model", "global_step")
     return {k: summary[k] for k in keys if k in summary}
 
 
