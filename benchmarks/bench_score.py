@@ -5,9 +5,8 @@
 
 For each engine and model shape, the same quality prompts (every turn of the first N samples of
 the project's pool) are scored twice in one run: one prompt at a time through `generate` with
-2 new tokens (the original Deita scorer's loop, cut to the 2 tokens it needs), then batched
-prefill-only through deita_ray. The published scorer actually generates up to 512 tokens; a small
-subset is also timed that way, reported separately.
+2 new tokens (the reference Deita scorer's loop, which has generated 2 new tokens since January
+2024), then batched prefill-only through deita_ray.
 Prints a table and writes JSON to benchmarks/results/bench_score.json: samples/s, prompt tokens/s,
 the ratio, and the largest score difference between the two.
 """
@@ -69,7 +68,7 @@ def reference_vllm(engine, tokenizer, digit_ids, prompts: list[str]) -> np.ndarr
     return expected_scores(np.array(rows))[0]
 
 
-def run_case(engine_name: str, model: str, pairs, batch_size: int, published_subset: int = 0) -> dict:
+def run_case(engine_name: str, model: str, pairs, batch_size: int) -> dict:
     from deita_ray.engines.base import EngineConfig
     from deita_ray.prompts import quality_prompt
     from deita_ray.stages.score import TurnScorer
@@ -100,22 +99,12 @@ def run_case(engine_name: str, model: str, pairs, batch_size: int, published_sub
     if hasattr(scorer.engine, "close"):
         scorer.engine.close()
     n = len(prompts)
-    published = None
-    if engine_name == "hf" and published_subset:
-        # The published Deita scorer asks generate() for up to 512 new tokens; a random model rarely stops early.
-        reference.max_new_tokens = 512
-        t0 = time.perf_counter()
-        reference_hf(reference, prompts[:published_subset])
-        rate = published_subset / (time.perf_counter() - t0)
-        published = {"prompts": published_subset, "prompts_per_s": round(rate, 2),
-                     "speedup": round((n / t_ours) / rate, 1), "max_new_tokens": 512}
     return {
         "engine": engine_name, "prompts": n, "prompt_tokens": tokens,
         "reference": {"seconds": round(t_ref, 3), "prompts_per_s": round(n / t_ref, 1), "tokens_per_s": round(tokens / t_ref)},
         "deita_ray": {"seconds": round(t_ours, 3), "prompts_per_s": round(n / t_ours, 1), "tokens_per_s": round(tokens / t_ours)},
         "speedup": round(t_ref / t_ours, 1),
         "max_abs_score_diff": float(np.max(np.abs(ours - ref))),
-        "reference_as_published": published,
     }
 
 
@@ -125,8 +114,6 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["tiny", "small"], choices=list(SHAPES))
     parser.add_argument("--engines", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--published-subset", type=int, default=12,
-                        help="also time this many prompts through generate(max_new_tokens=512), as the published scorer does (0: skip)")
     parser.add_argument("--models-dir", default=None, help="where to build the random models (default: a temp dir)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_score.json"))
     args = parser.parse_args()
@@ -146,16 +133,12 @@ def main() -> None:
     for shape in args.shapes:
         model = build_model(root, shape)
         for engine in engines:
-            result = run_case(engine, model, pairs, args.batch_size, args.published_subset)
+            result = run_case(engine, model, pairs, args.batch_size)
             result["shape"] = {"name": shape, **SHAPES[shape]}
             results.append(result)
             print(f"{shape:6s} {engine:5s} {result['prompts']:5d} prompts  reference {result['reference']['prompts_per_s']:8.1f}/s  "
                   f"deita_ray {result['deita_ray']['prompts_per_s']:8.1f}/s ({result['deita_ray']['tokens_per_s']:,} tok/s)  "
                   f"x{result['speedup']:<6}  max |diff| {result['max_abs_score_diff']:.2e}", flush=True)
-            if result["reference_as_published"]:
-                pub = result["reference_as_published"]
-                print(f"{'':12s} as published (generate up to 512 tokens, {pub['prompts']} prompts): "
-                      f"{pub['prompts_per_s']}/s -> deita_ray x{pub['speedup']}", flush=True)
     report = {
         "benchmark": "bench_score", "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
