@@ -2,7 +2,8 @@
 
 No model weights are read (only `max_length` from the config), so Ray and I/O tests run in
 milliseconds. Never used for real results; the real engines have their own tests. `extra`:
-`fail_on_token` makes any input holding that token id raise (to test per-row failures).
+`fail_on_token` makes any input holding that token id raise `fail_with` (RuntimeError by default;
+TimeoutError or MemoryError for transient failures), to test per-row failures.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ class FakeEngine:
         self.config = config
         self.context_length = config.max_length or 512
         self.fail_on_token = config.extra.get("fail_on_token")
+        # The exception class raised there: RuntimeError (a permanent failure) or e.g. TimeoutError (transient).
+        self.fail_with = {"RuntimeError": RuntimeError, "TimeoutError": TimeoutError,
+                          "MemoryError": MemoryError}[config.extra.get("fail_with", "RuntimeError")]
 
     def _check(self, ids) -> None:
         if self.fail_on_token is not None and not isinstance(ids, str) and self.fail_on_token in ids:
-            raise RuntimeError(f"fake engine failure on token {self.fail_on_token}")
+            raise self.fail_with(f"fake engine failure on token {self.fail_on_token}")
 
     def token_logits(self, prompts: list[list[int]], token_ids: list[int]) -> np.ndarray:
         out = np.empty((len(prompts), len(token_ids)), dtype=np.float32)

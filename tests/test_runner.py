@@ -1,0 +1,77 @@
+"""The runner: transient failures are retried on resume (permanent ones are not), and a stage can read an
+upstream stage's Parquet parts as they are (every column kept), identically on Ray and in-process."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from deita_ray.engines.base import load_tokenizer
+from deita_ray.engines.config import LLMConfig
+from deita_ray.score_job import ScoreJobConfig, score_local
+
+
+def _scorers(tiny_models, **extra):
+    return {k: LLMConfig(model=str(tiny_models[f"scorer-{k}"]), engine="fake", extra=dict(extra) if k == "complexity"
+                         else {}) for k in ("complexity", "quality")}
+
+
+def test_transient_failures_are_retried_on_resume_and_permanent_ones_are_not(tiny_models, pool_dir, tmp_path):
+    tok = load_tokenizer(str(tiny_models["scorer-complexity"]))
+    why, plan = (tok.encode(w, add_special_tokens=False)[0] for w in ("Why", "Plan"))
+    manifest = json.loads((pool_dir / "_manifest.json").read_text())
+    out = str(tmp_path / "out")
+    common = dict(inputs=[str(pool_dir)], output=out, batch_rows=8)
+    # First run: "Why" rows time out (transient), "Plan" rows are rejected (permanent).
+    first = _scorers(tiny_models, fail_on_token=why, fail_with="TimeoutError")
+    summary = score_local(ScoreJobConfig(**common, **first))
+    assert summary["reconciled"] and summary["quarantine_classes"]["transient"] > 0
+    transient = {q["id"] for q in pq.read_table(out + "/quarantine").to_pylist() if q["failure"] == "transient"}
+    # Resume with the machine healthy again: the transient rows are scored now, nothing else re-runs.
+    healthy = _scorers(tiny_models)
+    again = score_local(ScoreJobConfig(**common, **healthy, resume=True))
+    assert again["reconciled"] and again["rows_in"] == manifest["rows"]
+    assert again["rows_out"] == manifest["samples"] and again["rows_quarantined"] == manifest["malformed"]
+    assert "transient" not in again["quarantine_classes"]
+    scored = pq.read_table(out + "/scored", columns=["id"]).column("id").to_pylist()
+    assert transient <= set(scored) and len(scored) == len(set(scored))
+    # A permanent failure stays quarantined on resume.
+    out2 = str(tmp_path / "out2")
+    permanent = _scorers(tiny_models, fail_on_token=plan)
+    failed = score_local(ScoreJobConfig(inputs=[str(pool_dir)], output=out2, batch_rows=8, **permanent))
+    kept = score_local(ScoreJobConfig(inputs=[str(pool_dir)], output=out2, batch_rows=8, resume=True, **healthy))
+    assert failed["rows_quarantined"] == kept["rows_quarantined"] > manifest["malformed"] and kept["reconciled"]
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_models, pool_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scored")
+    score_local(ScoreJobConfig(inputs=[str(pool_dir)], output=str(out), batch_rows=32, **_scorers(tiny_models)))
+    return out
+
+
+def _probe_spec(tiny_models):
+    from deita_ray.runner.layout import StageLayout
+    from deita_ray.runner.map_job import ActorStep, StageSpec
+    from deita_ray.stages.embed import EmbedStage
+
+    engine = LLMConfig(model=str(tiny_models["embedder"]), engine="fake")
+    return StageSpec(layout=StageLayout("probe", "probe", "probe_quarantine", "probe_read_stats"),
+                     actors=[ActorStep(EmbedStage, (engine, "vicuna", "float32"), option="probe", cpus=0.5,
+                                       batch_rows=16)],
+                     source="parts", noun="probed")
+
+
+@pytest.mark.parametrize("mode", ["local", "ray"])
+def test_a_stage_reads_upstream_parts_as_they_are(mode, request, scored, tiny_models, tmp_path):
+    from deita_ray.runner.map_job import run_map_job
+
+    if mode == "ray":
+        request.getfixturevalue("ray_session")
+    summary = run_map_job(_probe_spec(tiny_models), [str(scored / "scored")], str(tmp_path), mode=mode)
+    upstream = {r["id"]: r for r in pq.read_table(str(scored / "scored")).to_pylist()}
+    probed = {r["id"]: r for r in pq.read_table(str(tmp_path / "probe")).to_pylist()}
+    assert summary["reconciled"] and summary["rows_in"] == len(upstream) == summary["rows_out"] == len(probed)
+    for sid, row in upstream.items():  # every upstream column arrives untouched, the stage's own are added
+        assert {k: probed[sid][k] for k in row} == row
+        assert probed[sid]["embedding"] is not None and "embed_tokens" in probed[sid]
