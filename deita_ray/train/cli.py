@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 TRAIN_HELP = """\
 Train on Ray Train workers with TRL, optionally under DeepSpeed ZeRO-2/3.
@@ -31,6 +30,9 @@ examples:
 
 
 def add_train_parser(sub) -> None:
+    from deita_ray.configlib import add_flags
+    from deita_ray.train.config import PRESETS, TrainConfig
+
     p = sub.add_parser("train", help="SFT, DPO or scorer training with Ray Train + TRL + DeepSpeed",
                        description=TRAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = p.add_subparsers(dest="task", required=True, metavar="TASK")
@@ -43,25 +45,11 @@ def add_train_parser(sub) -> None:
         t.add_argument("--model", help="model to start from (HF directory or hub name)")
         t.add_argument("-o", "--output", help="run directory: checkpoints/, model/, train_summary.json")
         t.add_argument("--config", help="YAML file with any of the keys below (command-line values win)")
-        t.add_argument("--preset", help="the paper's settings: deita-mistral-7b-sft, deita-llama1-13b-sft, "
-                                        "deita-llama2-13b-sft (sft); deita-mistral-7b-dpo (dpo)")
-        t.add_argument("--deepspeed", help="none, zero2, zero3 (shipped configs) or a DeepSpeed JSON file")
-        t.add_argument("--workers", type=int, dest="num_workers", help="Ray Train workers (one per GPU with --gpu)")
-        t.add_argument("--gpu", action="store_true", default=None, dest="use_gpu", help="one GPU per worker (NCCL)")
-        t.add_argument("--cpus-per-worker", type=float, help="CPUs reserved per worker")
-        t.add_argument("--template", choices=["vicuna", "model"], help="vicuna (Deita's) or the tokenizer's chat template")
-        t.add_argument("--epochs", type=int)
-        t.add_argument("--lr", type=float, dest="learning_rate")
-        t.add_argument("--global-batch-size", type=int)
-        t.add_argument("--per-device-batch-size", type=int)
-        t.add_argument("--max-length", type=int)
-        t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (smoke runs)")
-        if task == "dpo":
-            t.add_argument("--beta", type=float)
-            t.add_argument("--ref-model", help="frozen reference model (default: --model)")
-            t.add_argument("--max-prompt-length", type=int)
-        if task == "scorer":
-            t.add_argument("--kind", choices=["complexity", "quality"], help="which Deita scorer")
+        t.add_argument("--preset", help="the paper's settings: " + ", ".join(
+            name for name, p in PRESETS.items() if p["task"] == task))
+        only = {"dpo": ("beta", "ref_model", "max_prompt_length"), "scorer": ("kind",)}
+        skip = tuple(name for other, names in only.items() if other != task for name in names)
+        add_flags(t, TrainConfig, skip=skip, title="training options (unset: the preset's, else the task's defaults)")
         t.add_argument("--fresh", action="store_true", help="ignore earlier checkpoints in OUTPUT and start over")
         t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other config key, e.g. --set seed=1")
         t.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
@@ -69,22 +57,18 @@ def add_train_parser(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    import ray
-
+    from deita_ray.configlib import given
+    from deita_ray.runner.session import ensure_ray, local_cpus
     from deita_ray.train.config import TrainConfig, load_train_config
     from deita_ray.train.launch import format_summary, train
 
-    keys = {f for f in TrainConfig.__dataclass_fields__}
-    values = {k: v for k, v in vars(args).items() if k in keys and v is not None and k not in ("task", "preset")}
+    values = {k: v for k, v in given(args, TrainConfig).items() if v is not None and k not in ("task", "preset")}
     if args.data:
         values["data"] = args.data
     if args.fresh:
         values["resume"] = False
     config = load_train_config(args.task, data=values, preset=args.preset, path=args.config, overrides=args.set)
-    if not ray.is_initialized():
-        if args.address or os.environ.get("RAY_ADDRESS"):
-            ray.init(address=args.address)
-        else:  # local: logical CPUs for every worker plus the controller, even on a 2-core machine
-            ray.init(num_cpus=max(4, os.cpu_count() or 1, int(config.num_workers * config.cpus_per_worker) + 1))
+    # A local Ray gets logical CPUs for every worker plus the controller, even on a 2-core machine.
+    ensure_ray(args.address, num_cpus=max(local_cpus(), int(config.num_workers * config.cpus_per_worker) + 1))
     print(format_summary(train(config)))
     return 0

@@ -15,11 +15,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
-from deita_ray.configlib import ConfigError, apply_override as _apply_override, build as _build, merge as _merge, \
-    must_exist as _must_exist
+from deita_ray.configlib import ConfigError, apply_override as _apply_override, build as _build, check, merge as _merge, \
+    must_exist as _must_exist, option
 
 TASKS = ("sft", "dpo", "scorer")
 DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
@@ -48,37 +49,44 @@ TASK_DEFAULTS: dict[str, dict] = {
 
 @dataclass
 class TrainConfig:
-    task: str                           # sft | dpo | scorer
-    model: str                          # HF model directory (or hub id on a machine that can reach the hub)
-    data: list[str]                     # files or directories: selected.parquet / .jsonl, preference or label files
-    output: str                         # run directory (local or s3://...): checkpoints/, model/, prepared/
-    kind: str = "complexity"            # scorer only: complexity | quality
-    template: str = "vicuna"            # vicuna (FastChat v1.1, as Deita) | model (the tokenizer's chat template)
-    learning_rate: float = 2e-5
-    epochs: int = 3
-    global_batch_size: int = 128        # sequences per optimizer step, whatever the number of workers
-    per_device_batch_size: int = 1      # micro-batch; gradient accumulation = global / (micro x workers)
-    warmup_ratio: float = 0.1
-    lr_scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    max_length: int = 2048
-    max_prompt_length: int = 512        # dpo: prompts keep their last this-many tokens
-    beta: float = 0.1                   # dpo
-    ref_model: str | None = None        # dpo: the frozen reference (default: `model`)
-    deepspeed: str = "none"             # none | zero2 | zero3 | path to a DeepSpeed JSON
-    num_workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    precision: str = "auto"             # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32
-    gradient_checkpointing: bool = False
-    max_steps: int = -1                 # > 0 stops early (smoke runs, tests)
-    logging_steps: int = 1
-    save_every_epoch: bool = True       # a checkpoint to `output/checkpoints` at each epoch end
-    keep_checkpoints: int = 2
-    seed: int = 42
-    resume: bool = True                 # rerunning on the same output continues from its latest checkpoint
-    preset: str | None = None
+    """Every option of `deita-ray train` (and of a run's sft:/dpo: sections), declared once: its YAML key,
+    its flag, its help and its range. Defaults here are the fallbacks; the task's and the preset's win."""
+
+    task: Literal["sft", "dpo", "scorer"] = option(help="sft | dpo | scorer", flag=False)
+    model: str = option(help="model to start from (HF directory, or hub name where a hub can be reached)", flag=False)
+    data: list[str] = option(help="training files or directories", flag=False)
+    output: str = option(help="run directory (local or s3://...): checkpoints/, model/, prepared/", flag=False)
+    kind: Literal["complexity", "quality"] = option("complexity", "scorer only: which Deita scorer")
+    template: Literal["vicuna", "model"] = option("vicuna", "vicuna (FastChat v1.1, as Deita) or the tokenizer's "
+                                                            "chat template")
+    learning_rate: float = option(2e-5, "peak learning rate", gt=0, aliases=("--lr",))
+    epochs: int = option(3, "epochs over the data", ge=1)
+    global_batch_size: int = option(128, "sequences per optimizer step, whatever the number of workers", ge=1)
+    per_device_batch_size: int = option(1, "micro-batch; gradient accumulation = global / (micro x workers)", ge=1)
+    warmup_ratio: float = option(0.1, "fraction of the steps spent warming up", ge=0, lt=1)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = option("cosine", "schedule")
+    weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
+    max_length: int = option(2048, "tokens per sequence (longer ones are cut)", ge=1)
+    max_prompt_length: int = option(512, "dpo: prompts keep their last this-many tokens", ge=1)
+    beta: float = option(0.1, "dpo: strength of the KL penalty", gt=0)
+    ref_model: str | None = option(None, "dpo: the frozen reference model (default: --model)")
+    deepspeed: str = option("none", "none, zero2, zero3 (shipped configs) or a DeepSpeed JSON file")
+    num_workers: int = option(1, "Ray Train workers (one per GPU with --gpu)", ge=1, aliases=("--workers",))
+    use_gpu: bool = option(False, "one GPU per worker (NCCL)", aliases=("--gpu",))
+    cpus_per_worker: float = option(1.0, "CPUs reserved per worker", gt=0)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = option("auto", "auto: bf16 on GPU, fp32 on CPU")
+    gradient_checkpointing: bool = option(False, "recompute activations to save memory")
+    max_steps: int = option(-1, "stop after this many optimizer steps (> 0: smoke runs)")
+    logging_steps: int = option(1, "log the loss every this many steps", ge=1)
+    save_every_epoch: bool = option(True, "a checkpoint to OUTPUT/checkpoints at each epoch end")
+    keep_checkpoints: int = option(2, "checkpoints kept", ge=1)
+    seed: int = option(42, "random seed")
+    resume: bool = option(True, "rerunning on the same output continues from its latest checkpoint", flag=False)
+    preset: str | None = option(None, "the paper's settings", flag=False)
     extra: dict = field(default_factory=dict)  # more TRL config fields, passed through (e.g. {"loss_type": "ipo"})
+
+    def __post_init__(self):
+        check(self)
 
     @property
     def grad_accumulation(self) -> int:
@@ -95,21 +103,6 @@ def validate(config: TrainConfig) -> None:
     def bad(key: str, message: str):
         raise ConfigError(f"{key}: {message}")
 
-    if config.task not in TASKS:
-        bad("task", f"must be one of {TASKS}, got {config.task!r}")
-    if config.kind not in ("complexity", "quality"):
-        bad("kind", f"must be complexity or quality, got {config.kind!r}")
-    if config.template not in ("vicuna", "model"):
-        bad("template", f"must be vicuna or model, got {config.template!r}")
-    if config.precision not in ("auto", "bf16", "fp16", "fp32"):
-        bad("precision", f"must be auto, bf16, fp16 or fp32, got {config.precision!r}")
-    if config.lr_scheduler not in ("cosine", "linear", "constant", "constant_with_warmup"):
-        bad("lr_scheduler", f"must be cosine, linear, constant or constant_with_warmup, got {config.lr_scheduler!r}")
-    for key in ("epochs", "global_batch_size", "per_device_batch_size", "num_workers", "max_length", "keep_checkpoints"):
-        if getattr(config, key) < 1:
-            bad(key, f"must be >= 1, got {getattr(config, key)}")
-    if not 0 <= config.warmup_ratio < 1:
-        bad("warmup_ratio", f"must be in [0, 1), got {config.warmup_ratio}")
     per_step = config.per_device_batch_size * config.num_workers
     if config.global_batch_size % per_step:
         bad("global_batch_size", f"{config.global_batch_size} is not a multiple of per_device_batch_size x num_workers "
