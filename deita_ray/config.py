@@ -15,10 +15,9 @@ paper's selection settings first (tau 0.9, budget 6,000 or 10,000, evol score = 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from deita_ray.configlib import ConfigError, apply_override, build, check, load_yaml, merge, must_exist, option
+from deita_ray.configlib import ConfigError, apply_override, build, check, load_yaml, merge, must_exist, option, section
 from deita_ray.embed_job import EmbedSection
 from deita_ray.score_job import ScoreSection
 from deita_ray.select_job import SelectOptions
@@ -34,7 +33,7 @@ PRESETS = {
 }
 
 
-@dataclass(kw_only=True)
+@section
 class SamplePoolSection:
     dir: str = option("", "generate the project's sample pool here if missing (\"\": don't)")
     samples: int = option(3000, "samples in the generated pool", ge=1)
@@ -44,7 +43,7 @@ class SamplePoolSection:
         check(self)
 
 
-@dataclass(kw_only=True)
+@section
 class RaySection:
     address: str | None = option(None, "Ray address (default: RAY_ADDRESS, else a local Ray)")
     num_cpus: int | None = option(None, "local Ray only: logical CPUs (default max(4, cores))", ge=1)
@@ -53,25 +52,25 @@ class RaySection:
         check(self)
 
 
-@dataclass(kw_only=True)
+@section
 class RunConfig:
     output: str
-    inputs: list[str] = field(default_factory=list)
+    inputs: list[str] = option(default_factory=list)
     input_format: str | None = None
     models_dir: str = "models"         # where tiny:* models are built
     preset: str | None = None
     overwrite: bool = False
     report: bool = True                # write report/index.html (reads small pool-wide columns on the driver)
-    sample_pool: SamplePoolSection = field(default_factory=SamplePoolSection)
-    score: ScoreSection = field(default_factory=ScoreSection)
-    embed: EmbedSection = field(default_factory=EmbedSection)
-    select: SelectOptions = field(default_factory=SelectOptions)
+    sample_pool: SamplePoolSection = option(default_factory=SamplePoolSection)
+    score: ScoreSection = option(default_factory=ScoreSection)
+    embed: EmbedSection = option(default_factory=EmbedSection)
+    select: SelectOptions = option(default_factory=SelectOptions)
     # Optional training on the selection: the keys of `deita-ray train sft|dpo` (train/config.py), e.g.
     # sft: {model: mistralai/Mistral-7B-v0.1, preset: deita-mistral-7b-sft, num_workers: 8, use_gpu: true}
     # dpo: {data: [s3://b/ultrafeedback/], preset: deita-mistral-7b-dpo}   (model: the SFT model by default)
     sft: dict | None = None
     dpo: dict | None = None
-    ray: RaySection = field(default_factory=RaySection)
+    ray: RaySection = option(default_factory=RaySection)
 
 
 def resolve_config_path(name_or_path: str) -> Path:

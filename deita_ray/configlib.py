@@ -1,25 +1,24 @@
-"""Typed configs declared once: a dataclass field is a YAML key, a command-line flag, its help and its range.
+"""Typed configs declared once: a field is a YAML key, a command-line flag, its help and its range.
 
-    @dataclass(kw_only=True)
+    @section
     class Resources:
         replicas: int = option(1, "actors (engine replicas)", ge=1)
-        def __post_init__(self): check(self)
 
-    build(Resources, {"replicas": 2}, "score")     # types checked; ConfigError names the key
-    add_flags(parser, Resources)                    # --replicas N, help and default from the same field
+    build(Resources, {"replicas": 2}, "score")     # ConfigError naming the key: "score.replicas must be >= 1, got 0"
+    add_flags(parser, Resources)                    # --replicas N, help, range and default from the same field
     given(args, Resources)                          # the flags the user gave, as a dict for build()
 
-A bare value `option(default, help, ge=..., le=..., gt=..., lt=...)` is all a field needs. Ranges
-are checked on construction (`check`), so the YAML loader, the command line and the Python API
-refuse the same values with the same message. Merging files, presets and `--set key=value`
-overrides (`merge`, `apply_override`) work on plain dicts before `build`.
+Validation is pydantic's (dataclasses in strict mode, unknown keys forbidden): types, choices
+(`Literal`), ranges and required keys are checked whenever a section is built, from YAML, from the
+command line or from Python, with the same messages. Strict mode means no silent coercion (`true`
+is not a number, `"5"` not an int); an int is accepted where a float is asked for. Merging files,
+presets and `--set key=value` overrides (`merge`, `apply_override`) work on plain dicts before `build`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import os
 import re
 import types
@@ -27,116 +26,98 @@ import typing
 from pathlib import Path
 
 import yaml
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass as _pydantic_dataclass
+from pydantic_core import PydanticUndefined
 
 
 class ConfigError(ValueError):
     """A config problem, with the dotted key it concerns."""
 
 
-_MISSING = dataclasses.MISSING
+SECTION_CONFIG = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
 
 
-def option(default=_MISSING, help: str = "", *, ge=None, gt=None, le=None, lt=None, aliases: tuple = (),
-           default_factory=_MISSING, flag: bool = True):
+def section(cls=None, *, kw_only: bool = True):
+    """Decorator: a validated config dataclass (every field checked on construction)."""
+    def wrap(c):
+        return _pydantic_dataclass(c, config=SECTION_CONFIG, kw_only=kw_only)
+    return wrap if cls is None else wrap(cls)
+
+
+def option(default=PydanticUndefined, help: str = "", *, ge=None, gt=None, le=None, lt=None, aliases: tuple = (),
+           default_factory=None, flag: bool = True):
     """A config field: default, help text and range in one declaration."""
-    metadata = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "aliases": aliases, "flag": flag}
-    if default_factory is not _MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata=metadata)
-    if default is _MISSING:
-        return dataclasses.field(metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+    extra = {"aliases": list(aliases), "flag": flag}
+    if default_factory is not None:
+        return Field(default_factory=default_factory, description=help, ge=ge, gt=gt, le=le, lt=lt,
+                     json_schema_extra=extra)
+    return Field(default, description=help, ge=ge, gt=gt, le=le, lt=lt, json_schema_extra=extra)
 
 
-def check(obj) -> None:
-    """Check every field's choices (Literal types) and declared range (None passes where the type allows it)."""
-    hints = _hints(type(obj))
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        allowed = _literal_choices(hints[f.name])
-        if allowed is not None and value is not None and value not in allowed:
-            raise ConfigError(f"{f.name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
-        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        m = f.metadata
-        for key, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
-                              ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
-            bound = m.get(key)
-            if bound is not None and not ok(value, bound):
-                raise ConfigError(f"{f.name} must be {word} {bound}, got {value}")
-
-
-@functools.lru_cache(maxsize=None)
-def _hints(cls) -> dict:
-    return typing.get_type_hints(cls)
-
-
-def _literal_choices(hint) -> tuple | None:
-    origin = typing.get_origin(hint)
-    if origin is typing.Literal:
-        return typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            if typing.get_origin(arg) is typing.Literal:
-                return typing.get_args(arg)
-    return None
-
-
-def _check_type(value, hint, key: str):
-    """Value converted to `hint` (int -> float allowed), or ConfigError naming the key."""
+def _is_section(hint) -> type | None:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option_type in (a for a in options if a is not type(None)):
-            try:
-                return _check_type(value, option_type, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0])
-    if origin is typing.Literal:
-        allowed = typing.get_args(hint)
-        if value not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {type(value).__name__}")
-        return build(hint, value, key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {type(value).__name__}")
-        return [_check_type(v, typing.get_args(hint)[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {type(value).__name__}")
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float) and isinstance(value, bool) or not isinstance(value, hint):
-        raise ConfigError(f"{key} must be {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _is_section(options[0]) if len(options) == 1 else None
+    return hint if dataclasses.is_dataclass(hint) else None
+
+
+_KIND = {"int_type": "int", "float_type": "float", "string_type": "str", "bool_type": "bool", "list_type": "a list",
+         "dict_type": "a mapping", "int_from_float": "int"}
+
+
+def _message(error: dict, prefix: str) -> str:
+    key = ".".join(([prefix] if prefix else []) + [str(p) for p in error["loc"]])
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    for name, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if name in ctx and kind.startswith(("greater", "less")):
+            bound = ctx[name]
+            bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+            return f"{key} must be {word} {bound}, got {value}"
+    if kind == "literal_error":
+        return f"{key} must be one of {ctx.get('expected')}, got {value!r}"
+    if kind in _KIND:
+        return f"{key} must be {_KIND[kind]}, got {type(value).__name__} {value!r}"
+    if kind == "missing":
+        return f"{key}: missing (required)"
+    if kind == "value_error":
+        text = str(ctx.get("error", error["msg"]))
+        return f"{prefix}: {text}" if prefix else text
+    return f"{key}: {error['msg']}"
 
 
 def build(cls, data: dict, prefix: str = ""):
-    """An instance of dataclass `cls` from a dict: unknown keys, wrong types and out-of-range values
+    """An instance of section `cls` from a dict: unknown keys, wrong types and out-of-range values
     are ConfigErrors naming the dotted key."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
     unknown = sorted(set(data) - set(names))
     if unknown:
         where = f" in {prefix}" if prefix else ""
         raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}{where} "
                           f"(known: {', '.join(names)})")
-    kwargs = {name: _check_type(data[name], hints[name], f"{prefix}.{name}" if prefix else name)
-              for name in names if name in data}
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        value, sub = data[name], _is_section(hints[name])
+        key = f"{prefix}.{name}" if prefix else name
+        if sub is not None and value is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key} must be a mapping, got {type(value).__name__}")
+            value = build(sub, value, key)
+        kwargs[name] = value
     try:
         return cls(**kwargs)
-    except ConfigError as exc:  # a range check: name the section
-        raise ConfigError(f"{prefix}.{exc}" if prefix else str(exc)) from None
-    except TypeError as exc:  # a required key is missing
-        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(_message(exc.errors()[0], prefix)) from None
+
+
+def check(obj) -> None:
+    """Kept for callers that build a section by hand: pydantic has checked it on construction."""
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -200,23 +181,24 @@ def add_flags(parser, cls, skip: tuple = (), required: tuple = (), title: str | 
     group = parser.add_argument_group(title) if title else parser
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip or not f.metadata.get("flag", True):
+        info = cls.__pydantic_fields__[f.name]
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if f.name in skip or not extra.get("flag", True):
             continue
         kwargs = _flag_type(hints[f.name])
         if kwargs is None:
             continue
-        m = f.metadata
-        bounds = ", ".join(f"{w} {m[k]}" for k, w in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-                           if m.get(k) is not None)
-        default = f.default if f.default is not _MISSING else None
-        text = m.get("help", "")
+        bounds = ", ".join(f"{word} {getattr(m, name)}" for m in info.metadata
+                           for name, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(m, name))
+        default = None if info.default is PydanticUndefined else info.default
+        text = info.description or ""
         if bounds:
             text += f" ({bounds})"
-        if f.default is not _MISSING and default is not None and kwargs.get("action") is None:
-            text += f" (default: {default})"
-        elif f.default is not _MISSING and isinstance(default, bool):
+        if isinstance(default, bool):
             text += f" (default: {'on' if default else 'off'})"
-        names = [f"--{f.name.replace('_', '-')}", *m.get("aliases", ())]
+        elif default is not None:
+            text += f" (default: {default})"
+        names = [f"--{f.name.replace('_', '-')}", *extra.get("aliases", ())]
         group.add_argument(*names, dest=f.name, default=argparse.SUPPRESS, help=text,
                            required=f.name in required, **kwargs)
 

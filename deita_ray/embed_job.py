@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import posixpath
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from typing import Literal
 
-from deita_ray.configlib import check, option
+from deita_ray.configlib import check, option, section
 from deita_ray.engines.config import MINILM, EngineOptions, LLMConfig
 from deita_ray.runner.options import ActorResources, ReadOptions
 from deita_ray.io.embedding_store import check_one_dimension, write_vector_shard
@@ -24,14 +24,14 @@ from deita_ray.runner.map_job import ActorStep, StageSpec, format_summary, run_m
 from deita_ray.stages.embed import EmbedStage
 
 
-@dataclass(kw_only=True)
+@section
 class EmbedOptions(ActorResources):
     template: Literal["auto", "vicuna", "plain"] = option(
         "auto", "conversation rendering: vicuna v1.1 (causal LMs, as Deita) or plain text (sentence-transformers)")
     store_dtype: Literal["float16", "float32"] = option("float16", "dtype of the stored vectors")
 
 
-@dataclass(kw_only=True)
+@section
 class EmbedSection(EmbedOptions, EngineOptions):
     """The `embed:` section of a run config and the flags of `deita-ray embed`: every option once."""
 
@@ -56,7 +56,7 @@ class EmbedSection(EmbedOptions, EngineOptions):
         return EmbedJobConfig(inputs=inputs, output=output, embedder=embedder, **options, **job_options)
 
 
-@dataclass(kw_only=True)
+@section
 class EmbedJobConfig(EmbedOptions, ReadOptions):
     """What `embed_pool` runs."""
 

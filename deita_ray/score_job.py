@@ -13,10 +13,10 @@ read per task, for reconciliation) and `<output>/score_summary.json`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from typing import Literal
 
-from deita_ray.configlib import ConfigError, check, option
+from deita_ray.configlib import ConfigError, check, option, section
 from deita_ray.engines.config import EngineOptions, LLMConfig
 from deita_ray.runner.options import ActorResources, ReadOptions
 from deita_ray.runner.layout import LAYOUTS
@@ -24,13 +24,13 @@ from deita_ray.runner.map_job import ActorStep, StageSpec, format_summary, run_m
 from deita_ray.stages.score import ScoreStage, finalize_scores
 
 
-@dataclass(kw_only=True)
+@section
 class ScoreOptions(ActorResources):
     aggregation: Literal["sum", "mean", "last"] = option(
         "sum", "evol score over turns: sum of complexity x quality (the paper), mean, or last turn only")
 
 
-@dataclass(kw_only=True)
+@section
 class ScoreSection(ScoreOptions, EngineOptions):
     """The `score:` section of a run config and the flags of `deita-ray score`: every option once."""
 
@@ -54,7 +54,7 @@ class ScoreSection(ScoreOptions, EngineOptions):
                               quality=self.engine_config(quality_model or self.quality_model), **options, **job_options)
 
 
-@dataclass(kw_only=True)
+@section
 class ScoreJobConfig(ScoreOptions, ReadOptions):
     """What `score_pool` runs: inputs, output, the two scorers' engine configs and the shared options."""
 

@@ -17,7 +17,7 @@ import json
 import posixpath
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Literal
 
 import numpy as np
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from deita_ray.io.embedding_store import EmbeddingStore
-from deita_ray.configlib import ConfigError, check, option
+from deita_ray.configlib import ConfigError, check, option, section
 from deita_ray.io import fs
 from deita_ray.io.writer import arrow_filesystem, clear_directory, list_parts, read_columns, write_table_atomic
 from deita_ray.select.baselines import random_selection, top_by, turn_sum
@@ -34,7 +34,7 @@ from deita_ray.select.candidates import diverse_candidates
 from deita_ray.select.repr_filter import normalise_rows, run_filter
 
 
-@dataclass(kw_only=True)
+@section
 class SelectOptions:
     """The `select:` section of a run config and the flags of `deita-ray select`: every option once."""
 
@@ -56,7 +56,7 @@ class SelectOptions:
         check(self)
 
 
-@dataclass(kw_only=True)
+@section
 class SelectJobConfig(SelectOptions):
     scored: str                       # the `scored/` directory of `deita-ray score`
     output: str                       # where selected.parquet / .jsonl, rejections and the summary go

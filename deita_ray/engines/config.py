@@ -9,10 +9,10 @@ Every field is declared once here; the `score:`/`embed:` sections of a run confi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from deita_ray.configlib import check, option
+from deita_ray.configlib import check, option, section
 
 BACKENDS = ("hf", "vllm", "sentence-transformers", "fake")
 MINILM = "all-MiniLM-L6-v2"
@@ -30,7 +30,7 @@ def resolve_model(model: str) -> str:
     return model
 
 
-@dataclass(kw_only=True)
+@section
 class EngineOptions:
     """How to run a model (without naming it)."""
 
@@ -50,7 +50,7 @@ class EngineOptions:
                                               "needs it; off on GPUs)")
 
 
-@dataclass(kw_only=True)
+@section
 class LLMConfig(EngineOptions):
     """One model on one backend: what every engine is built from."""
 
@@ -59,7 +59,7 @@ class LLMConfig(EngineOptions):
     max_batch_tokens: int = option(32768, "hf: cap on padded tokens per forward pass", ge=1)
     share_prefix: bool = option(True, "hf scoring: run the prompts' common template prefix once per batch")
     pooling: Literal["last", "mean"] = option("last", "embedding: last token (the Deita reference) or mean")
-    extra: dict = field(default_factory=dict)  # passed to the backend's constructor as is
+    extra: dict = option(default_factory=dict)  # passed to the backend's constructor as is
 
     def __post_init__(self):
         check(self)
@@ -78,7 +78,7 @@ class LLMConfig(EngineOptions):
         return not torch.cuda.is_available()
 
 
-@dataclass(kw_only=True)
+@section
 class Sampling:
     """Sampling settings of one `generate` call (they belong to the caller, not the engine)."""
 
@@ -86,7 +86,7 @@ class Sampling:
     top_p: float = option(1.0, "nucleus sampling", gt=0, le=1)
     max_new_tokens: int = option(256, "tokens to generate at most", ge=1)
     seed: int | None = option(None, "per-request seed: the same seed and prompt give the same text")
-    stop: list[str] = field(default_factory=list)
+    stop: list[str] = option(default_factory=list)
 
     def __post_init__(self):
         check(self)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
-from deita_ray.configlib import check, option
+from deita_ray.configlib import check, option, section
 
 
-@dataclass(kw_only=True)
+@section
 class ActorResources:
     replicas: int = option(1, "actors (engine replicas) of this stage", ge=1)
     cpus_per_replica: float = option(1.0, "CPUs reserved per actor (sized down to fit on a local Ray)", gt=0)
@@ -19,7 +18,7 @@ class ActorResources:
         check(self)
 
 
-@dataclass(kw_only=True)
+@section
 class ReadOptions:
     input_format: Literal["sharegpt", "alpaca", "messages"] | None = option(
         None, "force an input format (default: detect per file)")

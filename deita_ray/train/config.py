@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import yaml
 
 from deita_ray.configlib import ConfigError, apply_override as _apply_override, build as _build, check, merge as _merge, \
-    must_exist as _must_exist, option
+    must_exist as _must_exist, option, section
 
 TASKS = ("sft", "dpo", "scorer")
 DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
@@ -47,7 +46,7 @@ TASK_DEFAULTS: dict[str, dict] = {
 }
 
 
-@dataclass
+@section(kw_only=False)
 class TrainConfig:
     """Every option of `deita-ray train` (and of a run's sft:/dpo: sections), declared once: its YAML key,
     its flag, its help and its range. Defaults here are the fallbacks; the task's and the preset's win."""
@@ -83,7 +82,7 @@ class TrainConfig:
     seed: int = option(42, "random seed")
     resume: bool = option(True, "rerunning on the same output continues from its latest checkpoint", flag=False)
     preset: str | None = option(None, "the paper's settings", flag=False)
-    extra: dict = field(default_factory=dict)  # more TRL config fields, passed through (e.g. {"loss_type": "ipo"})
+    extra: dict = option(default_factory=dict)  # more TRL config fields, passed through (e.g. {"loss_type": "ipo"})
 
     def __post_init__(self):
         check(self)
