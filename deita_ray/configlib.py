@@ -120,6 +120,24 @@ def check(obj) -> None:
     """Kept for callers that build a section by hand: pydantic has checked it on construction."""
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `2e-5` as a string (it wants `2.0e-5`); a config means the number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml_text(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
 def merge(base: dict, extra: dict) -> dict:
     """`extra` over `base`, recursively for mappings."""
     out = dict(base)
@@ -139,11 +157,11 @@ def apply_override(data: dict, override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {key!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    node[parts[-1]] = load_yaml_text(raw)
 
 
 def load_yaml(path: str | Path) -> dict:
-    loaded = yaml.safe_load(Path(path).read_text()) or {}
+    loaded = load_yaml_text(Path(path).read_text()) or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return loaded

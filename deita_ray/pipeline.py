@@ -171,6 +171,8 @@ def run_pipeline(config: RunConfig, log=print) -> dict:
                 log(f"[{number}/{len(steps)}] {step.label.split(' ')[0]}: already done for this config, skipped")
             else:
                 resume = markers.begin(config.output, step.name, step.fingerprint) and not config.overwrite
+                for later in steps[number:]:  # whatever comes after is invalid until it runs again
+                    fs.remove(markers.summary_path(config.output, later.name))
                 log(prefix + (" (resuming an interrupted run)" if resume else ""))
                 summary = step.run(resume)
                 _check_step(step.name, summary, config.output)

@@ -103,3 +103,10 @@ def test_one_default_per_option_for_cli_and_run_config():
 def test_paper_presets_embed_at_most_2048_tokens():
     for name in ("deita-6k", "deita-10k"):
         assert load_config(name).embed.max_length == 2048
+
+
+def test_exponent_floats_read_as_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("output: o\ninputs: [p]\nselect: {threshold: 9e-1}\n")
+    assert load_config(str(path)).select.threshold == 0.9
+    assert load_config("quickstart", ["select.threshold=8.5e-1"]).select.threshold == 0.85

@@ -94,6 +94,8 @@ def split_failures(table: pa.Table, quarantine_dir: str, stage: str) -> pa.Table
     if pc.any(failed).as_py():
         bad = table.filter(failed)
         rows = bad.to_pylist()
+        for r in rows:  # an unknown class is not dropped: it is treated as permanent
+            r[CLASS] = r[CLASS] if r[CLASS] in FAILURE_CLASSES else PERMANENT
         for failure in FAILURE_CLASSES:
             chosen = [r for r in rows if r[CLASS] == failure]
             if not chosen:

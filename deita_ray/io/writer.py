@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,21 +36,21 @@ def arrow_filesystem(url: str):
 
 
 def write_part(table: pa.Table, directory: str, name: str) -> str:
+    """A Parquet file that appears under its name only once complete (a temporary name, then a
+    rename), so a process killed mid-write never leaves a truncated part for a resume to trip on."""
     fs, path = _fs(directory)
     fs.makedirs(path, exist_ok=True)
     target = posixpath.join(path, name)
-    with fs.open(target, "wb") as f:
+    temporary = posixpath.join(path, f"_{name}.{uuid.uuid4().hex[:8]}.inprogress")
+    with fs.open(temporary, "wb") as f:
         pq.write_table(table, f)
+    fs.mv(temporary, target)
     return target
 
 
 def write_table_atomic(table: pa.Table, directory: str, name: str) -> str:
-    """A Parquet file that appears under its name only once complete (temporary name, then rename)."""
-    fs, path = _fs(directory)
-    temporary = write_part(table, directory, f"_{name}.inprogress")
-    target = posixpath.join(path, name)
-    fs.mv(temporary, target)
-    return target
+    """= write_part (every part is written atomically); the name says so where it matters to a reader."""
+    return write_part(table, directory, name)
 
 
 def part_name(prefix: str, key: str, index: int) -> str:

@@ -112,7 +112,10 @@ def prepare_output(layout: StageLayout, overwrite: bool, resume: bool = False) -
 def _key_columns(directory: str, own_stage: bool = False) -> pa.Table | None:
     if not list_parts(directory):
         return None
-    table = read_columns(directory, ["id", "stage", "source", "position"] if own_stage else ["id"])
+    try:  # parts written before source/position existed have ids only: those match on id
+        table = read_columns(directory, ["id", "stage", "source", "position"] if own_stage else ["id", "source", "position"])
+    except (KeyError, ValueError, OSError):
+        table = read_columns(directory, ["id", "stage"] if own_stage else ["id"])
     if own_stage:  # rows this stage quarantined were processed; rows the reader quarantined are re-read
         table = table.filter(pc.not_equal(table.column("stage"), "read"))
     for name, kind in (("source", pa.string()), ("position", pa.int64())):
@@ -197,9 +200,7 @@ def write_part_atomic(table: pa.Table, directory: str, prefix: str = "part") -> 
     if table.num_rows:
         # Named from (id, source, position): two copies of a duplicated id must not share a part name.
         name = part_name(prefix, "\0".join(f"{i}\1{src}\1{pos}" for i, src, pos in _done_key(table)), 0)
-        filesystem, path = fs.url_to_fs(directory)
-        temporary = write_part(table, directory, f"_{name}.inprogress")
-        filesystem.mv(temporary, posixpath.join(path, name))
+        write_part(table, directory, name)  # atomic: a temporary name, then the rename
     return table.num_rows
 
 
@@ -263,7 +264,10 @@ def dedupe_ids(layout: StageLayout) -> int:
                                    [r.get("source") for r in bad], [r.get("position") for r in bad]),
                    layout.quarantine, part_for(f"{layout.stage}-duplicates", PERMANENT, ids))
         kept = table.filter(pc.invert(mask))
-        temporary = write_part(kept, posixpath.dirname(parts[index]), f"_{posixpath.basename(parts[index])}.inprogress")
+        # parts[] are paths inside the filesystem (a bucket's keys), so write through it, not through a URL.
+        temporary = posixpath.join(posixpath.dirname(parts[index]), f"_{posixpath.basename(parts[index])}.inprogress")
+        with filesystem.open(temporary, "wb") as f:
+            pq.write_table(kept, f)
         filesystem.mv(temporary, parts[index])
         total += len(bad)
     return total

@@ -16,10 +16,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
 
 from deita_ray.configlib import ConfigError, apply_override as _apply_override, build as _build, check, merge as _merge, \
-    must_exist as _must_exist, option, section
+    must_exist as _must_exist, option, section, load_yaml_text
 
 TASKS = ("sft", "dpo", "scorer")
 DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
@@ -125,7 +124,7 @@ def load_train_config(task: str, data: dict | None = None, preset: str | None = 
         raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
     raw: dict = {}
     if path:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        loaded = load_yaml_text(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         raw = loaded
