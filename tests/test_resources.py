@@ -63,3 +63,13 @@ def test_gpus_that_are_not_there_fail_in_seconds_with_one_line(tiny_models, pool
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
     assert "asks for 2 GPUs but the cluster has 0" in errors[0] and "score.gpus_per_replica" in errors[0]
     assert seconds < 60
+
+
+def test_an_actor_larger_than_any_node_fails_even_when_the_cluster_total_fits():
+    two_nodes = {"CPU": 8.0, "GPU": 2.0}
+    with pytest.raises(ResourceError, match="2 GPUs per actor but no node has more than 1: lower score.gpus_per_replica"):
+        fit_actors("score", [ActorRequest("score", 1, 1.0, 2.0)], task_ops=2, local=False, cluster=two_nodes,
+                   largest_node={"CPU": 4.0, "GPU": 1.0})
+    with pytest.raises(ResourceError, match="6 CPUs per actor but no node has more than 4"):
+        fit_actors("embed", [ActorRequest("embed", 1, 6.0, 0.0)], task_ops=2, local=False, cluster=two_nodes,
+                   largest_node={"CPU": 4.0, "GPU": 1.0})

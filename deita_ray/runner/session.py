@@ -56,12 +56,22 @@ def is_local_ray(address: str | None = None) -> bool:
 
 
 def fit_actors(stage: str, actors: list[ActorRequest], task_ops: int, local: bool,
-               cluster: dict | None = None, log=None) -> list[ActorRequest]:
-    """The actor requests, scaled to fit a local Ray, or ResourceError naming the options to change."""
+               cluster: dict | None = None, log=None, largest_node: dict | None = None) -> list[ActorRequest]:
+    """The actor requests, scaled to fit a local Ray, or ResourceError naming the options to change.
+    `largest_node`: the most CPUs and GPUs any one node has (an actor cannot span nodes)."""
     if cluster is None:
         import ray
 
         cluster = ray.cluster_resources()
+        alive = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        largest_node = {key: max((n.get(key, 0) for n in alive), default=0) for key in ("CPU", "GPU")}
+    for a in actors:
+        if largest_node and a.gpus > float(largest_node.get("GPU", 0)) + 1e-9 and a.gpus <= float(cluster.get("GPU", 0)):
+            raise ResourceError(f"{stage} asks for {a.gpus:g} GPUs per actor but no node has more than "
+                                f"{largest_node.get('GPU', 0):g}: lower {a.option}.gpus_per_replica")
+        if largest_node and not local and a.cpus > float(largest_node.get("CPU", 0)) + 1e-9:
+            raise ResourceError(f"{stage} asks for {a.cpus:g} CPUs per actor but no node has more than "
+                                f"{largest_node.get('CPU', 0):g}: lower {a.option}.cpus_per_replica")
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     have_cpus, have_gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
     want_gpus = sum(a.replicas * a.gpus for a in actors)
