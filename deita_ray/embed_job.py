@@ -20,7 +20,7 @@ from deita_ray.engines.config import MINILM, EngineOptions, LLMConfig
 from deita_ray.runner.options import ActorResources, ReadOptions
 from deita_ray.io.embedding_store import check_one_dimension, write_vector_shard
 from deita_ray.runner.layout import LAYOUTS, StageLayout
-from deita_ray.runner.map_job import ActorStep, StageSpec, format_summary, run_map_job, write_part_atomic  # noqa: F401
+from deita_ray.runner.map_job import ActorStep, StageSpec, format_summary, run_job, write_part_atomic  # noqa: F401
 from deita_ray.stages.embed import EmbedStage
 
 
@@ -93,10 +93,8 @@ def embed_spec(config: EmbedJobConfig) -> StageSpec:
     )
 
 
-def _run(config: EmbedJobConfig, mode: str, ray_address: str | None = None, stages=None) -> dict:
-    return run_map_job(embed_spec(config), config.inputs, config.output, mode=mode, input_format=config.input_format,
-                       chunk_bytes=config.chunk_bytes, read_block_rows=config.block_rows, overwrite=config.overwrite,
-                       resume=config.resume, ray_address=ray_address, stages=stages)
+def _run(config, mode: str, ray_address: str | None = None, stages=None) -> dict:
+    return run_job(embed_spec(config), config, mode, ray_address, stages)
 
 
 def embed_pool(config: EmbedJobConfig, ray_address: str | None = None) -> dict:

@@ -20,7 +20,7 @@ from deita_ray.configlib import ConfigError, check, option, section
 from deita_ray.engines.config import EngineOptions, LLMConfig
 from deita_ray.runner.options import ActorResources, ReadOptions
 from deita_ray.runner.layout import LAYOUTS
-from deita_ray.runner.map_job import ActorStep, StageSpec, format_summary, run_map_job  # noqa: F401 (re-export)
+from deita_ray.runner.map_job import ActorStep, StageSpec, format_summary, run_job  # noqa: F401 (re-export)
 from deita_ray.stages.score import ScoreStage, finalize_scores
 
 
@@ -84,10 +84,8 @@ def score_spec(config: ScoreJobConfig) -> StageSpec:
     )
 
 
-def _run(config: ScoreJobConfig, mode: str, ray_address: str | None = None, stages=None) -> dict:
-    return run_map_job(score_spec(config), config.inputs, config.output, mode=mode, input_format=config.input_format,
-                       chunk_bytes=config.chunk_bytes, read_block_rows=config.block_rows, overwrite=config.overwrite,
-                       resume=config.resume, ray_address=ray_address, stages=stages)
+def _run(config, mode: str, ray_address: str | None = None, stages=None) -> dict:
+    return run_job(score_spec(config), config, mode, ray_address, stages)
 
 
 def score_pool(config: ScoreJobConfig, ray_address: str | None = None) -> dict:

@@ -31,8 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deita_ray.io import fs
-from deita_ray.io.quarantine import PERMANENT, TRANSIENT, quarantine_rows, raw_record, split_failures, \
-    transient_parts, part_for
+from deita_ray.io.quarantine import split_failures, transient_parts
 from deita_ray.io.reader import InputError, ReadTask, read_task
 from deita_ray.io.writer import clear_directory, count_rows, count_values, list_parts, part_name, read_columns, \
     sum_columns, write_part
@@ -218,61 +217,6 @@ def finish(table: pa.Table, layout: StageLayout, post: list, writer: Callable | 
     return pa.table({"rows": pa.array([written], pa.int64())})
 
 
-# ---------------------------------------------------------------- duplicate ids
-
-def dedupe_ids(layout: StageLayout) -> int:
-    """Quarantine every copy of an id after its first (smallest source, position); returns how many.
-    Run at the end of the first stage, so no later stage works on a duplicate. Idempotent: a crash
-    part-way is repaired by running it again."""
-    import pyarrow.parquet as pq
-
-    parts = list_parts(layout.parts)
-    if not parts:
-        return 0
-    filesystem = fs.url_to_fs(layout.parts)[0]
-    from deita_ray.io.writer import arrow_filesystem
-
-    afs = arrow_filesystem(layout.parts)
-    keys = []
-    for index, part in enumerate(parts):
-        t = pq.read_table(part, columns=["id", "source", "position"], filesystem=afs)
-        keys.append(t.append_column("part", pa.array([index] * t.num_rows, pa.int32())))
-    keys = pa.concat_tables(keys)
-    if pc.count_distinct(keys.column("id")).as_py() == keys.num_rows:
-        return 0
-    counts = pc.value_counts(keys.column("id"))
-    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
-    dup = keys.filter(pc.is_in(keys.column("id"), value_set=repeated)).to_pylist()
-    dup.sort(key=lambda r: (r["id"], r["source"] or "", r["position"] if r["position"] is not None else -1))
-    first: dict[str, dict] = {}
-    losers_by_part: dict[int, list[dict]] = {}
-    for row in dup:
-        if row["id"] not in first:
-            first[row["id"]] = row
-        else:
-            losers_by_part.setdefault(row["part"], []).append(row)
-    total = 0
-    for index, losers in sorted(losers_by_part.items()):
-        table = pq.read_table(parts[index], filesystem=afs)
-        lost = {(r["id"], r["source"], r["position"]) for r in losers}
-        mask = pa.array([k in lost for k in _done_key(table)])
-        bad = table.filter(mask).to_pylist()
-        reasons = ["duplicate id: an earlier row has the same id (first kept; ids compare as strings, so 3 and \"3\" "
-                   "collide)"] * len(bad)
-        ids = [r["id"] for r in bad]
-        write_part(quarantine_rows(ids, layout.stage, reasons, [raw_record(r) for r in bad],
-                                   [r.get("source") for r in bad], [r.get("position") for r in bad]),
-                   layout.quarantine, part_for(f"{layout.stage}-duplicates", PERMANENT, ids))
-        kept = table.filter(pc.invert(mask))
-        # parts[] are paths inside the filesystem (a bucket's keys), so write through it, not through a URL.
-        temporary = posixpath.join(posixpath.dirname(parts[index]), f"_{posixpath.basename(parts[index])}.inprogress")
-        with filesystem.open(temporary, "wb") as f:
-            pq.write_table(kept, f)
-        filesystem.mv(temporary, parts[index])
-        total += len(bad)
-    return total
-
-
 # ---------------------------------------------------------------- running
 
 def ray_actor_class(stage_cls: type) -> type:
@@ -327,6 +271,8 @@ def run_map_job(spec: StageSpec, inputs: list[str], output: str, *, mode: str = 
             else:
                 _run_local(spec, layout, tasks, read_block_rows, stages, log)
             if spec.source == "pool":
+                from deita_ray.runner.duplicates import dedupe_ids
+
                 duplicates = dedupe_ids(layout)
                 if duplicates:
                     log(f"{layout.stage}: {duplicates:,} rows repeat an id seen before; quarantined as duplicates")
@@ -352,6 +298,13 @@ class RemoteError(Exception):
 
 
 _EXCEPTION_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)(?:\([\w.]+\))?): (.*)$", re.M)
+
+
+def run_job(spec: StageSpec, config, mode: str, ray_address: str | None = None, stages: list | None = None) -> dict:
+    """run_map_job with the read and output options of a job config (ScoreJobConfig, EmbedJobConfig, ...)."""
+    return run_map_job(spec, config.inputs, config.output, mode=mode, input_format=config.input_format,
+                       chunk_bytes=config.chunk_bytes, read_block_rows=config.block_rows, overwrite=config.overwrite,
+                       resume=config.resume, ray_address=ray_address, stages=stages)
 
 
 def root_cause(exc: BaseException) -> BaseException:
