@@ -39,6 +39,8 @@ def _add_job_arguments(p: argparse.ArgumentParser, what: str) -> None:
     add_flags(p, ReadOptions, title="data")
     r = p.add_argument_group("run")
     r.add_argument("--overwrite", action="store_true", help=f"replace existing {what}")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run: keep what it finished, do the "
+                                                         "rest (rows the engine failed on transiently are retried)")
     r.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
     r.add_argument("--local", action="store_true", help="run in this process without Ray (small pools, debugging)")
 
@@ -62,6 +64,66 @@ def _add_embed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="run directory: embeddings/, embed_quarantine/, embed_summary.json")
     add_flags(p, EmbedSection, title="embedding (the embed: section)")
     _add_job_arguments(p, "embeddings")
+
+
+def _add_evolve_arguments(p: argparse.ArgumentParser) -> None:
+    from deita_ray.configlib import add_flags
+    from deita_ray.evolve_job import EvolveSection
+
+    p.add_argument("inputs", nargs="+", help="seed files, directories or globs: ShareGPT, Alpaca, Self-Instruct seed "
+                                             "tasks or messages (.jsonl/.json/.parquet; local, s3://, ...)")
+    p.add_argument("-o", "--output", required=True, help="output directory: evolved/, evolve_quarantine/, "
+                                                         "evolve_summary.json")
+    add_flags(p, EvolveSection, required=("model",), title="evolution")
+    _add_job_arguments(p, "evolved chains")
+
+
+def _add_judge_arguments(p: argparse.ArgumentParser) -> None:
+    from deita_ray.configlib import add_flags
+    from deita_ray.judge_job import JudgeSection
+
+    p.add_argument("inputs", nargs="+", help="evolved chains: OUT/evolved from `deita-ray evolve` (Parquet parts)")
+    p.add_argument("-o", "--output", required=True, help="output directory: judged/, judge_invalid/, "
+                                                         "judge_quarantine/, judge_summary.json")
+    add_flags(p, JudgeSection, required=("model",), title="judging")
+    _add_job_arguments(p, "judgements")
+
+
+def cmd_evolve(args) -> int:
+    from deita_ray.configlib import build, given
+    from deita_ray.evolve_job import EvolveSection, evolve_local, evolve_pool, format_summary
+    from deita_ray.preflight import check_model
+
+    section = build(EvolveSection, given(args, EvolveSection))
+    if section.engine != "http":
+        check_model("--model", section.model)
+    config = section.job(args.inputs, args.output, overwrite=args.overwrite, resume=args.resume, **_read_options(args))
+    summary = evolve_local(config) if args.local else evolve_pool(config, ray_address=args.address)
+    print(format_summary(summary))
+    return 0 if summary["reconciled"] else 1
+
+
+def cmd_judge(args) -> int:
+    from deita_ray.configlib import build, given
+    from deita_ray.judge_job import JudgeSection, format_summary, judge_local, judge_pool
+    from deita_ray.preflight import check_model
+
+    section = build(JudgeSection, given(args, JudgeSection))
+    if section.engine != "http":
+        check_model("--model", section.model)
+    config = section.job(args.inputs, args.output, overwrite=args.overwrite, resume=args.resume, **_read_options(args))
+    summary = judge_local(config) if args.local else judge_pool(config, ray_address=args.address)
+    print(format_summary(summary))
+    return 0 if summary["reconciled"] else 1
+
+
+def cmd_labels(args) -> int:
+    from deita_ray.labels_job import export_labels, format_summary
+
+    summary = export_labels(args.inputs, args.output or args.inputs[0], overwrite=args.overwrite,
+                            report=not args.no_report)
+    print(format_summary(summary))
+    return 0 if summary["reconciled"] else 1
 
 
 def _add_select_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,7 +155,7 @@ def cmd_score(args) -> int:
     section = build(ScoreSection, given(args, ScoreSection))
     check_model("--complexity-model", section.complexity_model)
     check_model("--quality-model", section.quality_model)
-    config = section.job(args.inputs, args.output, overwrite=args.overwrite, **_read_options(args))
+    config = section.job(args.inputs, args.output, overwrite=args.overwrite, resume=args.resume, **_read_options(args))
     summary = score_local(config) if args.local else score_pool(config, ray_address=args.address)
     print(format_summary(summary))
     return 0 if summary["reconciled"] else 1
@@ -106,7 +168,7 @@ def cmd_embed(args) -> int:
 
     section = build(EmbedSection, given(args, EmbedSection))
     check_model("--model", section.model)
-    config = section.job(args.inputs, args.output, overwrite=args.overwrite, **_read_options(args))
+    config = section.job(args.inputs, args.output, overwrite=args.overwrite, resume=args.resume, **_read_options(args))
     summary = embed_local(config) if args.local else embed_pool(config, ray_address=args.address)
     print(format_summary(summary))
     return 0 if summary["reconciled"] else 1
@@ -214,6 +276,45 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_select_arguments(p)
     p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("evolve", help="Evol Complexity / Evol Quality: rewrite each seed for M rounds (chains of variants)",
+                       description="Evolve seeds the Deita way: every round rewrites the previous variant with one "
+                                   "in-depth operation drawn from (seed id, round); a variant that fails WizardLM's "
+                                   "elimination rules ends its chain. One row per seed with its chain. complexity "
+                                   "rewrites instructions, quality rewrites the seed response to the seed instruction.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n"
+                              "  deita-ray make-models models/\n"
+                              "  deita-ray evolve seeds.jsonl -o out/ --model models/generator --max-new-tokens 64\n"
+                              "  deita-ray evolve s3://b/seeds/ -o s3://b/evol/ --model Qwen/Qwen2.5-7B-Instruct "
+                              "--engine vllm --dtype bfloat16 --replicas 8 --gpus-per-replica 1\n"
+                              "  OPENAI_API_KEY=... deita-ray evolve seeds.jsonl -o out/ --engine http "
+                              "--api-base https://api.openai.com/v1 --model gpt-4o-mini --mode quality")
+    _add_evolve_arguments(p)
+    p.set_defaults(func=cmd_evolve)
+
+    p = sub.add_parser("judge", help="rank and score every chain's variants jointly (1..6), temperature 0",
+                       description="Judge evolved chains: all variants of a chain in one prompt (the paper's joint "
+                                   "rank-and-score), at temperature 0. A judgement is valid only with exactly one "
+                                   "integer 1..6 per variant, matched by index; invalid ones keep their text and "
+                                   "reason in judge_invalid/ and give no labels.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  deita-ray judge out/evolved -o out/ --model models/scorer-complexity\n"
+                              "  deita-ray judge out/evolved -o out/ --model M --engine vllm   # regex-constrained")
+    _add_judge_arguments(p)
+    p.set_defaults(func=cmd_judge)
+
+    p = sub.add_parser("labels", help="scorer training rows from judged chains (+ the evolution/judging report)",
+                       description="One row per valid (variant, score) in the format `deita-ray train scorer` reads, "
+                                   "with lineage ids <seed id>/r<round>; and report/generation.html.",
+                       epilog="example:\n  deita-ray labels out/ && deita-ray train scorer out/labels/complexity.jsonl "
+                              "--kind complexity --model models/scorer-complexity -o runs/scorer",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", help="run directories holding judged/ (or judged/ directories)")
+    p.add_argument("-o", "--output", help="where labels/ and the report go (default: the first input)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing labels")
+    p.add_argument("--no-report", action="store_true", help="skip report/generation.html")
+    p.set_defaults(func=cmd_labels)
 
     from deita_ray.train.cli import add_train_parser
 

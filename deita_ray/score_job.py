@@ -39,8 +39,8 @@ class ScoreSection(ScoreOptions, EngineOptions):
 
     def __post_init__(self):
         check(self)
-        if self.engine == "sentence-transformers":
-            raise ConfigError("engine must be one of hf, vllm, fake for scoring, got 'sentence-transformers'")
+        if self.engine in ("sentence-transformers", "http"):
+            raise ConfigError(f"engine must be one of hf, vllm, fake for scoring, got {self.engine!r}")
 
     def engine_config(self, model: str) -> LLMConfig:
         return LLMConfig(model=model, **{f.name: getattr(self, f.name) for f in fields(EngineOptions)})

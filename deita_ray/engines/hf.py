@@ -15,7 +15,8 @@ half of the work.
 Embedding (`embed`): the causal LM's base model, length-bucketed and left-padded with explicit
 positions; `last` pools the hidden state of the last non-pad token (the Deita reference), `mean`
 averages the non-pad tokens. Generation (`generate`): `model.generate`, left-padded batches,
-greedy at temperature 0; finish reason `stop` (EOS or a stop string) or `length`.
+greedy at temperature 0, else each request sampled from its own seeded generator; finish reason
+`stop` (EOS or a stop string) or `length`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,33 @@ import numpy as np
 
 from deita_ray.engines.batching import MIN_SHARED_PREFIX, common_prefix_length, length_buckets
 from deita_ray.engines.config import Generation, LLMConfig, Sampling
+from deita_ray.prompts.chat import user_prompt_ids, uses_chat
+
+
+class SeededSampler:
+    """A logits processor that samples each row with its own seeded generator (temperature, then
+    top-p) and leaves only the drawn token, so greedy decoding emits it. transformers' own sampling
+    draws from one global generator, whose state depends on the whole batch."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(int(s) & 0x7FFFFFFFFFFFFFFF) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1).cpu()
+        if self.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            drop = sorted_probs.cumsum(-1) - sorted_probs > self.top_p  # keep the smallest set reaching top_p
+            sorted_probs[drop] = 0
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        chosen = [int(torch.multinomial(row, 1, generator=g)) for row, g in zip(probs, self.generators)]
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(len(chosen)), torch.tensor(chosen)] = 0.0
+        return out
 
 
 class HFEngine:
@@ -129,25 +157,37 @@ class HFEngine:
             self._tokenizer = AutoTokenizer.from_pretrained(self.config.model)
         return self._tokenizer
 
-    def generate(self, prompts: list, sampling: Sampling) -> list[Generation]:
-        """Continuations of texts (tokenised with the model's tokenizer) or token-id lists."""
+    def generate(self, prompts: list, sampling: Sampling, seeds: list[int | None] | None = None) -> list[Generation]:
+        """Continuations of user messages (rendered by the chat template when the model has one, see
+        `ServingOptions.chat`) or of token-id lists taken as they are. With sampling, each request draws
+        from its own generator seeded by `seeds[i]` (else `sampling.seed`), so a request's text does not
+        depend on which others share its batch."""
         import torch
 
-        ids = [self.tokenizer(p)["input_ids"] if isinstance(p, str) else list(p) for p in prompts]
+        if sampling.regex:
+            raise ValueError("the hf engine cannot constrain decoding to a regex (the judge teacher-forces the "
+                             "format on hf instead); use engine vllm")
+        chat = uses_chat(self.tokenizer, self.config.chat)
+        ids = [user_prompt_ids(self.tokenizer, p, chat) if isinstance(p, str) else list(p) for p in prompts]
+        seeds = list(seeds) if seeds is not None else [sampling.seed] * len(ids)
+        too_long = [len(p) for p in ids if len(p) >= self.context_length]
+        if too_long:
+            raise ValueError(f"a prompt of {too_long[0]} tokens does not fit the context of {self.context_length}")
         eos = self.model.generation_config.eos_token_id
         eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
         results: list[Generation | None] = [None] * len(ids)
         for bucket in length_buckets([len(p) for p in ids], self.config.batch_size, self.config.max_batch_tokens):
             batch, mask = self._left_pad([ids[i] for i in bucket])
-            sample = sampling.temperature > 0
+            kwargs = dict(do_sample=False)
+            if sampling.temperature > 0:
+                bucket_seeds = [seeds[i] for i in bucket]
+                if all(s is not None for s in bucket_seeds):
+                    kwargs["logits_processor"] = [SeededSampler(bucket_seeds, sampling.temperature, sampling.top_p)]
+                else:  # unseeded: the global generator, as transformers samples
+                    kwargs = dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=None)
             with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=batch.to(self.device), attention_mask=mask.to(self.device),
-                    max_new_tokens=sampling.max_new_tokens, do_sample=sample,
-                    temperature=sampling.temperature if sample else None, top_p=sampling.top_p if sample else None,
-                    top_k=None, pad_token_id=self.pad_id)
+                out = self.model.generate(input_ids=batch.to(self.device), attention_mask=mask.to(self.device),
+                                          max_new_tokens=sampling.max_new_tokens, pad_token_id=self.pad_id, **kwargs)
             for row, index in enumerate(bucket):
                 new = out[row, batch.shape[1]:].tolist()
                 results[index] = self._finish(new, eos, sampling)

@@ -4,22 +4,29 @@
   unprocessed logits of exactly the requested tokens at the first generated position (no top-k
   list that could miss a digit); `max_tokens=1` means one forward over the prompt.
 - `generate`: the same engine (raw-logits mode changes only what logprobs report, not sampling),
-  one `LLM.generate` over the whole batch so vLLM schedules it continuously.
+  one `LLM.generate` over the whole batch so vLLM schedules it continuously; per-request seeds and
+  a regex constraint (structured outputs) per call.
+- `submit`: one request to vLLM's AsyncLLM (its own engine, on an event-loop thread), returning a
+  future at once, so the chains of several Ray Data batches keep one engine busy between rounds.
 - `embed`: vLLM's pooling runner (LAST or MEAN pooling, no activation); a second engine, built on
   first use, since one vLLM engine runs one runner.
-`build_llm` is the only place an `LLM` is constructed.
+`engine_kwargs` is the only place engine arguments are spelled.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import uuid
+
 import numpy as np
 
 from deita_ray.engines.config import Generation, LLMConfig, Sampling
+from deita_ray.prompts.chat import user_prompt_ids, uses_chat
 
 
-def build_llm(config: LLMConfig, runner: str = "generate"):
+def engine_kwargs(config: LLMConfig, runner: str = "generate") -> dict:
+    """The engine arguments of one model, for `LLM` and `AsyncLLM` alike."""
     import torch
-    from vllm import LLM
 
     kwargs = dict(model=config.model, dtype=config.dtype, tensor_parallel_size=config.tensor_parallel_size,
                   enforce_eager=config.eager(), seed=0,
@@ -35,7 +42,13 @@ def build_llm(config: LLMConfig, runner: str = "generate"):
     if config.max_length:
         kwargs["max_model_len"] = config.max_length
     kwargs.update(config.extra)
-    return LLM(**kwargs)
+    return kwargs
+
+
+def build_llm(config: LLMConfig, runner: str = "generate"):
+    from vllm import LLM
+
+    return LLM(**engine_kwargs(config, runner))
 
 
 def _shutdown(llm) -> None:
@@ -51,6 +64,8 @@ class VLLMEngine:
         self.config = config
         self._llms: dict[str, object] = {}
         self._context = None
+        self._tokenizer = None
+        self._async: AsyncRunner | None = None
         if runner:
             self._llm(runner)
 
@@ -84,19 +99,105 @@ class VLLMEngine:
         outputs = self._llm("pooling").embed([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], use_tqdm=False)
         return np.asarray([o.outputs.embedding for o in outputs], dtype=np.float32)
 
-    def generate(self, prompts: list, sampling: Sampling) -> list[Generation]:
-        from vllm import SamplingParams, TokensPrompt
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
 
-        params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=sampling.max_new_tokens, seed=sampling.seed, stop=sampling.stop or None)
-        inputs = [p if isinstance(p, str) else TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
-        outputs = self._llm("generate").generate(inputs, params, use_tqdm=False)
-        return [Generation(text=o.outputs[0].text, token_ids=list(o.outputs[0].token_ids),
-                           finish_reason="length" if o.outputs[0].finish_reason == "length" else "stop")
-                for o in outputs]
+            self._tokenizer = AutoTokenizer.from_pretrained(self.config.model)
+        return self._tokenizer
+
+    def _prompt(self, prompt):
+        """A TokensPrompt: user messages rendered and tokenised exactly as the hf engine does."""
+        from vllm import TokensPrompt
+
+        if isinstance(prompt, str):
+            prompt = user_prompt_ids(self.tokenizer, prompt, uses_chat(self.tokenizer, self.config.chat))
+        return TokensPrompt(prompt_token_ids=list(prompt))
+
+    def generate(self, prompts: list, sampling: Sampling, seeds: list[int | None] | None = None) -> list[Generation]:
+        """One synchronous `LLM.generate` over all prompts (vLLM schedules them continuously)."""
+        seeds = list(seeds) if seeds is not None else [sampling.seed] * len(prompts)
+        params = [sampling_params(sampling.for_request(seed)) for seed in seeds]
+        outputs = self._llm("generate").generate([self._prompt(p) for p in prompts], params, use_tqdm=False)
+        return [_generation(o) for o in outputs]
+
+    def submit(self, prompt, sampling: Sampling) -> concurrent.futures.Future:
+        """Queue one request on the async engine and return at once; many callers (the chains of
+        several Ray Data batches) keep it busy together. The engine is built on first use."""
+        if self._async is None:
+            self._async = AsyncRunner(self.config)
+        return self._async.submit(self._prompt(prompt), sampling_params(sampling))
 
     def close(self) -> None:
         """Stop vLLM's engine-core processes now rather than at interpreter exit."""
         for llm in self._llms.values():
             _shutdown(llm)
         self._llms.clear()
+        if self._async is not None:
+            self._async.close()
+            self._async = None
+
+
+def sampling_params(sampling: Sampling):
+    from vllm import SamplingParams
+
+    structured = None
+    if sampling.regex:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        structured = StructuredOutputsParams(regex=sampling.regex)
+    return SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens,
+                          seed=sampling.seed, stop=sampling.stop or None, structured_outputs=structured)
+
+
+def _generation(output) -> Generation:
+    out = output.outputs[0]
+    return Generation(text=out.text, token_ids=list(out.token_ids),
+                      finish_reason="length" if out.finish_reason == "length" else "stop")
+
+
+class AsyncRunner:
+    """vLLM's AsyncLLM on its own event-loop thread: `submit` is callable from any thread (Ray Data
+    runs several batches of one actor in threads) and returns a concurrent future. At most
+    `max_in_flight` requests are queued in the engine at once."""
+
+    def __init__(self, config: LLMConfig):
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="vllm-async", daemon=True)
+        self.thread.start()
+        self.engine = asyncio.run_coroutine_threadsafe(self._build(config), self.loop).result()
+        self.limit = asyncio.run_coroutine_threadsafe(self._semaphore(config.max_in_flight), self.loop).result()
+
+    @staticmethod
+    async def _build(config: LLMConfig):
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(config, "generate"), disable_log_stats=True))
+
+    @staticmethod
+    async def _semaphore(n: int):
+        import asyncio
+
+        return asyncio.Semaphore(n)
+
+    async def _one(self, prompt, params) -> Generation:
+        final = None
+        async with self.limit:
+            async for output in self.engine.generate(prompt, params, request_id=uuid.uuid4().hex):
+                final = output
+        return _generation(final)
+
+    def submit(self, prompt, params) -> concurrent.futures.Future:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(self._one(prompt, params), self.loop)
+
+    def close(self) -> None:
+        self.engine.shutdown()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)

@@ -1,4 +1,4 @@
-"""Normalise ShareGPT, Alpaca and OpenAI-messages records to one canonical conversation.
+"""Normalise ShareGPT, Alpaca (and Self-Instruct seed tasks) and OpenAI-messages records to one canonical conversation.
 
 The canonical form is ShareGPT's: a list of {"from": "system"|"human"|"gpt", "value": str},
 an optional leading system turn, then strictly alternating human/gpt turns ending on gpt.
@@ -88,7 +88,20 @@ def _from_messages(record: dict) -> list[dict]:
     return turns
 
 
+def _seed_task(record: dict) -> dict:
+    """A Self-Instruct seed task (Alpaca's `seed_tasks.jsonl`: `instruction` and `instances` of
+    {input, output}) read as the Alpaca record of its first instance."""
+    instances = record["instances"]
+    if not isinstance(instances, list) or not instances or not isinstance(instances[0], dict):
+        raise BadRow("'instances' must be a non-empty list of {input, output} objects")
+    return {**record, "input": instances[0].get("input", ""), "output": instances[0].get("output")}
+
+
 def _from_alpaca(record: dict) -> list[dict]:
+    if "output" not in record and "instances" in record:
+        record = _seed_task(record)
+        if record["output"] is None:
+            raise BadRow("instance 0 has no 'output'")
     for field in ("instruction", "output"):
         if field not in record:
             raise BadRow(f"missing field '{field}'")

@@ -43,3 +43,23 @@ def render_vicuna_prompt(history: list[tuple[str, str | None]], eos: str = "</s>
     text = render_vicuna(done, eos)
     last = history[-1][0] if history and history[-1][1] is None else None
     return text + (f"{USER} {last} {ASSISTANT}" if last is not None else "")
+
+
+def uses_chat(tokenizer, chat: bool | None) -> bool:
+    """Whether generation prompts go through the tokenizer's chat template (None: when it has one)."""
+    has = bool(getattr(tokenizer, "chat_template", None))
+    if chat and not has:
+        raise ValueError("chat=True but the model's tokenizer has no chat template; pass chat=False to send raw text")
+    return has if chat is None else chat
+
+
+def user_prompt_ids(tokenizer, text: str, chat: bool) -> list[int]:
+    """Token ids of one user message: rendered by the chat template (ending where the assistant
+    speaks) when `chat`, else the text as is, with the tokenizer's usual special tokens."""
+    if not chat:
+        return list(tokenizer(text)["input_ids"])
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True)
+    bos = getattr(tokenizer, "bos_token", None)
+    # A template that writes BOS itself must not get a second one from the tokenizer.
+    return list(tokenizer(rendered, add_special_tokens=not (bos and rendered.startswith(bos)))["input_ids"])

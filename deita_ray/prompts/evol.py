@@ -101,6 +101,13 @@ def operation(seed_id: str, round: int, mode: str) -> str:
     return names[int.from_bytes(digest[:8], "little") % len(names)]
 
 
+def request_seed(base: int, mode: str, seed_id: str, round: int) -> int:
+    """The sampling seed of one rewrite request, from (run seed, mode, seed id, round): a chain's
+    text does not depend on the batch, the worker or a retry (31 bits: every backend takes it)."""
+    digest = hashlib.sha256(f"{base}\0{mode}\0{seed_id}\0{round}".encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 def rewrite_prompt(mode: str, op: str, instruction: str, response: str | None = None) -> str:
     """The filled rewriting prompt: `instruction` is the previous variant (complexity) or the seed
     instruction (quality, with `response` the previous response variant)."""

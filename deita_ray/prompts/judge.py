@@ -62,6 +62,11 @@ def judgement_regex(mode: str, n: int) -> str:
                    for i in range(1, n + 1))
 
 
+def slot_cue(mode: str, index: int) -> str:
+    """The start of variant `index`'s line, up to where its score goes: `[3] Score: `."""
+    return f"{_label(mode, index)} Score: "
+
+
 def judgement_text(mode: str, scores: list[int]) -> str:
     return "\n".join(f"{_label(mode, i)} Score: {s}" for i, s in enumerate(scores, 1))
 

@@ -17,6 +17,7 @@ class StageLayout:
     quarantine_dir: str     # its quarantine directory
     read_stats_dir: str     # rows read per read task (the independent count)
     parts_subdir: str = ""  # where its completion-record parts sit inside `results`
+    side_dirs: tuple[str, ...] = ()  # other tables the stage writes (cleared with its results)
     output: str = ""
 
     def under(self, output: str) -> "StageLayout":
@@ -42,6 +43,10 @@ class StageLayout:
         return self._join(self.read_stats_dir)
 
     @property
+    def sides(self) -> list[str]:
+        return [self._join(d) for d in self.side_dirs]
+
+    @property
     def done_ids(self) -> str:
         return self._join(f"_{self.stage}_done_ids.parquet")
 
@@ -57,7 +62,11 @@ class StageLayout:
 LAYOUTS = {
     "score": StageLayout("score", "scored", "quarantine", "read_stats"),
     "embed": StageLayout("embed", "embeddings", "embed_quarantine", "embed_read_stats", parts_subdir="index"),
+    "evolve": StageLayout("evolve", "evolved", "evolve_quarantine", "evolve_read_stats"),
+    "judge": StageLayout("judge", "judged", "judge_quarantine", "judge_read_stats", side_dirs=("judge_invalid",)),
 }
+JUDGE_INVALID_DIR = "judge_invalid"   # invalid judgements, raw text and reason (also in judged/, flagged)
+LABELS_DIR = "labels"
 SELECTION_DIR = "selection"
 RUN_STATS = "run_stats.json"
 REPORT_DIR = "report"
@@ -74,6 +83,14 @@ def selection_dir(output: str) -> str:
 
 def run_stats_path(output: str) -> str:
     return posixpath.join(output, RUN_STATS)
+
+
+def judge_invalid_dir(output: str) -> str:
+    return posixpath.join(output, JUDGE_INVALID_DIR)
+
+
+def labels_dir(output: str) -> str:
+    return posixpath.join(output, LABELS_DIR)
 
 
 def report_dir(output: str) -> str:

@@ -59,6 +59,7 @@ class ActorStep:
     cpus: float = 1.0
     gpus: float = 0.0
     batch_rows: int = 256
+    concurrency: int = 1         # batches one actor works on at once (threads sharing its engine)
 
 
 @dataclass
@@ -69,7 +70,8 @@ class StageSpec:
     writer: Callable | None = None       # writer(table, layout) -> rows written; default: one Parquet part
     sums: dict[str, str] = field(default_factory=dict)  # summary totals over the parts (see writer.sum_columns)
     tokens: tuple[str, ...] = ()         # which of `sums` are token counts
-    flagged: str | None = None           # which of `sums` counts flagged rows
+    flagged: str | tuple | None = None   # which of `sums` counts flagged rows, or (column, value) counted
+    value_counts: tuple[str, ...] = ()   # columns whose value counts go into the summary
     source: str = "pool"                 # pool: the pool reader; parts: upstream Parquet parts as they are
     noun: str = "processed"              # "scored", "embedded": for progress and summaries
     check: Callable | None = None        # check(layout): raises when the finished output is inconsistent
@@ -103,7 +105,7 @@ def prepare_output(layout: StageLayout, overwrite: bool, resume: bool = False) -
         return done.num_rows if done is not None else 0
     if (list_parts(layout.out) or list_parts(layout.quarantine)) and not overwrite:
         raise FileExistsError(f"{layout.out} already holds output; pass --overwrite to replace it")
-    for directory in (layout.out, layout.quarantine, layout.read_stats):
+    for directory in (layout.out, layout.quarantine, layout.read_stats, *layout.sides):
         clear_directory(directory)
     return 0
 
@@ -358,8 +360,10 @@ def _run_on_ray(spec: StageSpec, layout: StageLayout, tasks: list[ReadTask], blo
     ds = ds.map_batches(_read_blocks, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
                         fn_kwargs={"layout": layout, "block_rows": block_rows})
     for step, request in zip(spec.actors, fitted):
+        threads = dict(max_concurrent_calls_per_actor=step.concurrency, enable_true_multi_threading=True,
+                       max_tasks_in_flight_per_actor=2 * step.concurrency) if step.concurrency > 1 else {}
         ds = ds.map_batches(ray_actor_class(step.factory), fn_constructor_args=step.args, batch_size=step.batch_rows,
-                            batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=request.replicas),
+                            batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=request.replicas, **threads),
                             num_cpus=request.cpus, num_gpus=request.gpus)
     ds.map_batches(finish, fn_kwargs={"layout": layout, "post": spec.post, "writer": spec.writer}, batch_size=None,
                    batch_format="pyarrow", num_cpus=0.25).materialize()
@@ -399,15 +403,21 @@ def summarize(spec: StageSpec, layout: StageLayout, seconds: float, files_not_re
     rows_in = sum_columns(layout.read_stats, {"rows_read": "rows_read"})[1]["rows_read"]
     quarantined = count_rows(layout.quarantine)
     tokens = sum(totals[name] for name in spec.tokens)
+    counts = {column: count_values(layout.parts, column) for column in spec.value_counts} if rows_out else {}
+    if isinstance(spec.flagged, tuple):
+        flagged = counts.get(spec.flagged[0], {}).get(spec.flagged[1], 0)
+    else:
+        flagged = totals.get(spec.flagged, 0) if spec.flagged else 0
     summary = {
         "stage": layout.stage, "rows_in": rows_in, "rows_out": rows_out, "rows_quarantined": quarantined,
-        "rows_flagged": totals.get(spec.flagged, 0) if spec.flagged else 0,
+        "rows_flagged": flagged,
         "reconciled": rows_in == rows_out + quarantined, "tokens": tokens,
         "seconds": round(seconds, 3), "samples_per_s": round(rows_out / seconds, 2) if seconds else None,
         "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
         "quarantine_reasons": count_values(layout.quarantine, "reason") if quarantined else {},
         "quarantine_classes": count_values(layout.quarantine, "failure") if quarantined else {},
         "totals": {k: v for k, v in totals.items() if k not in spec.tokens},
+        "counts": counts,
         "files_not_read": files_not_read or [],
         "output": layout.output, "results": layout.out, "noun": spec.noun, "config": spec.config,
     }
@@ -428,6 +438,9 @@ def format_summary(summary: dict) -> str:
         f"throughput   {summary['samples_per_s'] or 0:>10,.1f} samples/s, {summary['tokens_per_s'] or 0:,.0f} tokens/s "
         f"({summary['seconds']:.1f} s)",
     ]
+    for column, counted in (summary.get("counts") or {}).items():
+        lines.append(f"  {column.replace('_', ' ')}: " + ", ".join(f"{k}: {v:,}" for k, v in
+                                                                sorted(counted.items(), key=lambda kv: -kv[1])[:8]))
     for reason, n in sorted(summary["quarantine_reasons"].items(), key=lambda kv: -kv[1])[:20]:
         lines.append(f"  quarantined {n:>5} x {reason[:160]}")
     if summary.get("files_not_read"):

@@ -1,10 +1,10 @@
-"""Build tiny, offline Hugging Face models (scorers and embedder) for local runs and tests.
+"""Build tiny, offline Hugging Face models (scorers, embedder, generator) for local runs and tests.
 
     deita-ray make-models models/        # or: python -m deita_ray.tools.tiny_models models/
 
 Each is an ordinary model directory (config.json, model.safetensors, tokenizer.json) that the
 Auto classes and vLLM load: a random-init Llama (hidden 64, 2 layers, 2 heads so head_dim 32,
-which vLLM's CPU attention accepts) and a byte-level BPE tokenizer trained in-process with
+which vLLM's CPU attention accepts; the generator also ends its texts, see build_tiny_generator) and a byte-level BPE tokenizer trained in-process with
 digits split individually, so "1".."6" are single tokens. Nothing is downloaded.
 """
 
@@ -18,7 +18,7 @@ from deita_ray.prompts import COMPLEXITY_TEMPLATE, QUALITY_TEMPLATE
 from deita_ray.prompts.chat import VICUNA_CHAT_TEMPLATE
 
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<unk>"]
-MODEL_NAMES = ("scorer-complexity", "scorer-quality", "embedder")
+MODEL_NAMES = ("scorer-complexity", "scorer-quality", "embedder", "generator")
 
 
 def _training_corpus() -> list[str]:
@@ -71,6 +71,41 @@ def build_tiny_llama(out_dir: str | Path, tokenizer, seed: int, hidden: int = 64
     return out
 
 
+def build_tiny_generator(out_dir: str | Path, tokenizer, seed: int, eos_logit: float = 4.0, hidden: int = 64) -> Path:
+    """A random tiny Llama that ends its sampled texts after ~20 tokens instead of running to the
+    token limit, so evolution with it is not all "cut by the token limit". One residual dimension is
+    held constant (only an MLP bias writes it), so after the final norm it is a positive constant;
+    only EOS reads it, which adds about `eos_logit` to EOS's logit at every step (random logits are
+    nearly flat over the vocabulary). Greedy decoding therefore stops at once; sample with it."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = Path(out_dir)
+    layers = 2
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024, mlp_bias=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False, initializer_range=0.1, dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    constant = 16.0  # per layer: dimension 0 of the residual stream is layers * constant everywhere
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = 0
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[0] = 0
+            layer.mlp.down_proj.weight[0] = 0
+            layer.mlp.down_proj.bias.zero_()
+            layer.mlp.down_proj.bias[0] = constant
+        model.lm_head.weight[:, 0] = 0
+        # After the norm, dimension 0 is about sqrt(hidden) (it dominates the root mean square).
+        model.lm_head.weight[tokenizer.eos_token_id, 0] = eos_logit / hidden ** 0.5
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def make_tiny_models(out_dir: str | Path, seed: int = 0, overwrite: bool = False) -> dict[str, Path]:
     """Build the two scorers and the embedder under `out_dir` (skipped when already there)."""
     out = Path(out_dir)
@@ -79,7 +114,10 @@ def make_tiny_models(out_dir: str | Path, seed: int = 0, overwrite: bool = False
         return paths
     tokenizer = build_tokenizer()
     for i, (name, path) in enumerate(paths.items()):
-        build_tiny_llama(path, tokenizer, seed=seed + i)
+        if name == "generator":
+            build_tiny_generator(path, tokenizer, seed=seed + i)
+        else:
+            build_tiny_llama(path, tokenizer, seed=seed + i)
     (out / "README.json").write_text(json.dumps({"what": "tiny random-init models made by deita-ray make-models",
                                                  "seed": seed, "models": list(paths)}, indent=2))
     return paths

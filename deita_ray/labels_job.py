@@ -1,0 +1,111 @@
+"""Scorer labels from judged chains: one training row per valid (variant, score), plus the generation report.
+
+    deita-ray labels OUT -o OUT          # OUT holds judged/ (from deita-ray judge)
+    from deita_ray.labels_job import export_labels; summary = export_labels(["OUT/judged"], "OUT")
+
+Writes `<output>/labels/complexity.jsonl` and/or `quality.jsonl` in the format
+`deita-ray train scorer` reads (the filled scorer prompt as the human turn, the score digit as the
+gpt turn; notes/evol-judge.md §5), `<output>/labels/labels.parquet` (the same rows with their lineage:
+id `<seed id>/r<round>`, seed_id, round, operation, kind, score), `<output>/labels_summary.json`
+and `<output>/report/generation.html`. Chains are read part by part; only valid judgements give
+labels. Counts reconcile: chains in = valid + invalid + skipped, and labels = variants of valid chains.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from deita_ray.io import fs
+from deita_ray.io.writer import list_parts
+from deita_ray.prompts import judge
+from deita_ray.runner.layout import LAYOUTS, labels_dir
+from deita_ray.stages.judge import INVALID, SKIPPED, VALID
+
+COLUMNS = ["id", "mode", "instruction", "variants", "operations", "scores", "judge_status"]
+
+
+def _judged_dir(path: str) -> str:
+    """A run directory holding judged/, or the judged/ directory itself."""
+    nested = posixpath.join(path.rstrip("/"), LAYOUTS["judge"].results)
+    filesystem, local = fs.url_to_fs(nested)
+    return nested if filesystem.isdir(local) else path
+
+
+def iter_chains(inputs: list[str]):
+    """Judged chains, one Parquet part at a time (only the columns labels need)."""
+    for path in inputs:
+        directory = _judged_dir(path)
+        parts = list_parts(directory)
+        if not parts:
+            raise FileNotFoundError(f"no judged Parquet parts under {directory} (run deita-ray judge first)")
+        filesystem, _ = fs.url_to_fs(directory)
+        for part in parts:
+            with filesystem.open(part, "rb") as f:
+                yield pq.read_table(f, columns=COLUMNS)
+
+
+def export_labels(inputs: list[str], output: str, overwrite: bool = False, report: bool = True) -> dict:
+    started = time.time()
+    out_dir = labels_dir(output)
+    if list_parts(out_dir) or fs.exists(posixpath.join(out_dir, "labels.parquet")):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} already holds labels; pass --overwrite to replace them")
+    status_counts = {VALID: 0, INVALID: 0, SKIPPED: 0}
+    by_kind: dict[str, list[str]] = {}
+    rows_out, expected = [], 0
+    for table in iter_chains(inputs):
+        for chain in table.to_pylist():
+            status_counts[chain["judge_status"]] = status_counts.get(chain["judge_status"], 0) + 1
+            if chain["judge_status"] != VALID:
+                continue
+            expected += len(chain["variants"])
+            rows = judge.label_rows(chain["mode"], chain["id"], chain["variants"], chain["scores"],
+                                    chain["operations"], chain["instruction"])
+            rows_out += rows
+            by_kind.setdefault(chain["mode"], []).extend(json.dumps(r, ensure_ascii=False) for r in rows)
+    files = {}
+    for kind, lines in by_kind.items():
+        files[kind] = fs.write_text(posixpath.join(out_dir, f"{kind}.jsonl"), "\n".join(lines) + "\n")
+    if rows_out:
+        flat = [{**{k: v for k, v in r.items() if k != "conversations"}, "prompt": r["conversations"][0]["value"]}
+                for r in rows_out]
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(flat), buffer)
+        fs.write_bytes(posixpath.join(out_dir, "labels.parquet"), buffer.getvalue())
+    chains = sum(status_counts.values())
+    summary = {
+        "stage": "labels", "chains_in": chains, "chains": status_counts,
+        "judge_validity": round(status_counts[VALID] / (status_counts[VALID] + status_counts[INVALID]), 4)
+        if status_counts[VALID] + status_counts[INVALID] else None,
+        "labels_out": len(rows_out), "labels_by_kind": {k: len(v) for k, v in by_kind.items()},
+        "reconciled": len(rows_out) == expected and chains == sum(status_counts.values()),
+        "files": files, "seconds": round(time.time() - started, 3), "output": out_dir,
+    }
+    if report:
+        from deita_ray.generation_report import write_generation_report
+
+        summary["report"] = write_generation_report(output, inputs)
+    fs.write_json(posixpath.join(output, "labels_summary.json"), summary)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    chains = summary["chains"]
+    ok = "(= labels of every valid chain)" if summary["reconciled"] else "!! DOES NOT RECONCILE"
+    lines = [f"chains in    {summary['chains_in']:>10,}   (valid {chains.get(VALID, 0):,}, invalid "
+             f"{chains.get(INVALID, 0):,}, skipped {chains.get(SKIPPED, 0):,})",
+             f"labels       {summary['labels_out']:>10,}   {ok}  "
+             + ", ".join(f"{k}: {v:,}" for k, v in summary["labels_by_kind"].items())]
+    if summary["judge_validity"] is not None:
+        lines.append(f"valid judgements {summary['judge_validity']:.1%}")
+    for kind, path in summary["files"].items():
+        lines.append(f"{kind:<12} {path}   (deita-ray train scorer {path} --kind {kind} ...)")
+    if summary.get("report"):
+        lines.append(f"report       {summary['report']}")
+    return "\n".join(lines)
