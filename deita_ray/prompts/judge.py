@@ -58,8 +58,9 @@ def judge_prompt(mode: str, variants: list[str], instruction: str | None = None)
 
 def judgement_regex(mode: str, n: int) -> str:
     """The judgement format exactly: one line `[i] Score: d` per variant, d in 1..6."""
-    return "".join(re.escape(f"{_label(mode, i)} Score: ") + "[1-6]" + ("\\n" if i < n else "")
-                   for i in range(1, n + 1))
+    # Only the brackets need escaping; grammar engines (xgrammar) warn on Python's escaped spaces.
+    return "".join(f"{_label(mode, i)} Score: ".replace("[", "\\[").replace("]", "\\]") + "[1-6]"
+                   + ("\\n" if i < n else "") for i in range(1, n + 1))
 
 
 def slot_cue(mode: str, index: int) -> str:

@@ -1,0 +1,259 @@
+"""The generation half in one process: evolution chains (elimination, reproducibility whatever the
+batching), the judge (teacher-forced on transformers, regex-constrained on vLLM: a random tiny model
+always gives valid judgements), labels with lineage, the CLI from seeds to a trained scorer."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from deita_ray.engines.config import Generation, LLMConfig, Sampling
+from deita_ray.prompts import evol, judge
+from deita_ray.stages.evolve import EvolveStage
+from deita_ray.stages.judge import JudgeStage
+
+SEEDS = ["Name a river in Europe.", "Explain recursion to a child.", "Write a haiku about rain.",
+         "List three prime numbers.", "Why is the sky blue?", "Translate 'good morning' to French.",
+         "Sort these numbers: 5, 2, 9.", "Give a synonym for happy.", "Describe a cat in one sentence.",
+         "What is 12 times 7?"]
+
+
+def _seed_table(n=len(SEEDS)):
+    rows = [{"id": f"s{i}", "conversations": [{"from": "human", "value": SEEDS[i % len(SEEDS)]},
+                                              {"from": "gpt", "value": f"An answer number {i}."}]} for i in range(n)]
+    return pa.Table.from_pylist(rows)
+
+
+class ScriptedEngine:
+    """Answers each rewrite prompt by the round it asks for (a test double for the chain logic only)."""
+
+    name = "scripted"
+
+    def __init__(self, script):
+        self.script, self.calls = script, []
+
+    def generate(self, prompts, sampling, seeds=None):
+        self.calls.append(len(prompts))
+        out = []
+        for prompt in prompts:
+            given = prompt.split("#Given Prompt#:\n")[1].split("\n#Rewritten Prompt#:")[0]
+            text, reason = self.script(given)
+            out.append(Generation(text=text, token_ids=[1] * 3, finish_reason=reason))
+        return out
+
+
+def test_elimination_ends_the_chain_and_keeps_what_came_before():
+    def script(given):  # round k's input carries k-1 "+" marks
+        k = given.count("+") + 1
+        if given.startswith("Name") and k == 3:
+            return "Sorry, I cannot do that.", "stop"
+        if given.startswith("Explain") and k == 2:
+            return "#Rewritten Prompt#: the given prompt again", "stop"
+        if given.startswith("Write") and k == 1:
+            return "and the of it", "stop"
+        if given.startswith("List") and k == 4:
+            return given + " and more and more", "length"
+        return given + " +", "stop"
+
+    engine = ScriptedEngine(script)
+    out = EvolveStage("complexity", LLMConfig(model="x", engine="fake"), Sampling(), engine=engine)(_seed_table(5))
+    rows = {r["id"]: r for r in out.to_pylist()}
+    assert rows["s0"]["variants"] == ["Name a river in Europe.", "Name a river in Europe. +",
+                                      "Name a river in Europe. + +"]
+    assert rows["s0"]["stop_reason"].startswith("round 3 (") and rows["s0"]["stop_rule"] == \
+        "an apology shorter than 80 words" and rows["s0"]["eliminated_text"] == "Sorry, I cannot do that."
+    assert rows["s1"]["rounds_completed"] == 1 and "copies the rewriting prompt" in rows["s1"]["stop_rule"]
+    assert rows["s2"]["variants"] == [SEEDS[2]] and rows["s2"]["stop_rule"] == "only punctuation and stop words"
+    assert rows["s3"]["rounds_completed"] == 3 and rows["s3"]["stop_rule"] == "cut by the token limit"
+    assert rows["s4"]["rounds_completed"] == 5 and rows["s4"]["stop_reason"] == "completed"
+    assert rows["s4"]["operations"][0] is None
+    assert rows["s4"]["operations"][1:] == [evol.operation("s4", k, "complexity") for k in range(1, 6)]
+    assert rows["s4"]["generated_tokens"] == 15
+    assert engine.calls == [5, 4, 3, 2, 1]  # one batched generate per round over the chains still alive
+
+
+def test_quality_mode_rewrites_the_response_for_the_seed_instruction():
+    prompts = []
+
+    class Recorder(ScriptedEngine):
+        def generate(self, batch, sampling, seeds=None):
+            prompts.extend(batch)
+            return [Generation(text=f"A better answer {len(prompts)}.", token_ids=[1], finish_reason="stop")
+                    for _ in batch]
+
+    out = EvolveStage("quality", LLMConfig(model="x", engine="fake"), Sampling(), rounds=2,
+                      engine=Recorder(None))(_seed_table(1)).to_pylist()[0]
+    assert out["variants"] == ["An answer number 0.", "A better answer 1.", "A better answer 2."]
+    assert out["instruction"] == SEEDS[0]
+    op = evol.operation("s0", 2, "quality")
+    assert prompts[1] == evol.rewrite_prompt("quality", op, SEEDS[0], "A better answer 1.")
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_models):
+    return LLMConfig(model=str(tiny_models["generator"]), engine="hf")
+
+
+def test_hf_chains_do_not_depend_on_the_batch(generator):
+    from deita_ray.engines.base import make_engine
+
+    engine = make_engine(generator, "generate")
+    sampling = Sampling(temperature=1.0, max_new_tokens=48)
+    together = EvolveStage("complexity", generator, sampling, rounds=3, seed=5, engine=engine)(_seed_table())
+    alone = [EvolveStage("complexity", generator, sampling, rounds=3, seed=5, engine=engine)(_seed_table().slice(i, 1))
+             for i in (0, 4, 9)]
+    for i, single in zip((0, 4, 9), alone):
+        assert single.column("variants").to_pylist()[0] == together.column("variants").to_pylist()[i]
+    other_seed = EvolveStage("complexity", generator, sampling, rounds=3, seed=6, engine=engine)(_seed_table())
+    assert other_seed.column("variants").to_pylist() != together.column("variants").to_pylist()
+    lengths = together.column("rounds_completed").to_pylist()
+    assert max(lengths) == 3 and sum(lengths) >= 10  # the tiny generator ends its texts: chains do evolve
+
+
+def _judge_input(mode, chains):
+    return pa.Table.from_pylist([{"id": f"c{i}", "mode": mode, "instruction": "Name a river.", "variants": v}
+                                 for i, v in enumerate(chains)])
+
+
+CHAINS = [["Name a river.", "Name a river in France.", "Name a river in France longer than 500 km."],
+          ["Why?", "Why is the sky blue?", "Why is the sky blue at noon and red at dusk?", "Explain Rayleigh.",
+           "Explain Rayleigh scattering with one equation.", "Derive it."],
+          ["Only one variant."]]
+
+
+@pytest.mark.parametrize("mode", ["complexity", "quality"])
+def test_teacher_forced_judge_on_a_random_model_always_parses(tiny_models, mode):
+    stage = JudgeStage(LLMConfig(model=str(tiny_models["scorer-complexity"]), engine="hf"))
+    assert stage.method == "teacher-force"
+    out = stage(_judge_input(mode, CHAINS)).to_pylist()
+    assert [r["judge_status"] for r in out] == ["valid", "valid", "skipped"]
+    for row, chain in zip(out[:2], CHAINS):
+        assert len(row["scores"]) == len(chain) and all(1 <= s <= 6 for s in row["scores"])
+        assert row["judgement"] == judge.judgement_text(mode, row["scores"])
+    assert out[2]["scores"] is None and out[2]["judge_reason"] == "one variant: nothing to rank"
+
+
+def test_teacher_forced_digits_are_the_models_argmax(tiny_models):
+    """Slot by slot, the chosen digit is the argmax of the six digit logits after the written format."""
+    import numpy as np
+
+    from deita_ray.engines.base import make_engine
+    from deita_ray.prompts.chat import user_prompt_ids
+    from deita_ray.prompts.tokens import digit_token_ids
+    from transformers import AutoTokenizer
+
+    config = LLMConfig(model=str(tiny_models["scorer-quality"]), engine="hf")
+    row = JudgeStage(config)(_judge_input("complexity", CHAINS[:1])).to_pylist()[0]
+    tok = AutoTokenizer.from_pretrained(config.model)
+    engine = make_engine(config, "token_logits")
+    prompt = user_prompt_ids(tok, judge.judge_prompt("complexity", CHAINS[0]), True)
+    for slot in range(1, 4):
+        done = judge.judgement_text("complexity", row["scores"][:slot - 1])
+        cue = (done + "\n" if done else "") + judge.slot_cue("complexity", slot)
+        logits = engine.token_logits([prompt + tok(cue, add_special_tokens=False)["input_ids"]], digit_token_ids(tok))
+        assert int(np.argmax(logits[0])) + 1 == row["scores"][slot - 1]
+
+
+def test_judge_failures_and_free_text_judgements():
+    class Free:
+        name = "free"
+
+        def __init__(self, texts):
+            self.texts = texts
+
+        def generate(self, prompts, sampling, seeds=None):
+            assert sampling.temperature == 0 and sampling.regex is None
+            if len(prompts) > 1:
+                raise RuntimeError("batch failed")  # the stage retries one by one
+            text = self.texts.pop(0)
+            if text is None:
+                raise RuntimeError("engine exploded")
+            return [Generation(text=text, token_ids=[], finish_reason="stop", n_tokens=7)]
+
+    texts = ["Sure. [3] Score: 2\n[1] Score: 1\n[2] Score: 6", "[1] Score: 1\n[2] Score: 7\n[3] Score: 2", None]
+    chains = [CHAINS[0], CHAINS[0], CHAINS[0]]
+    stage = JudgeStage(LLMConfig(model="x", engine="http"), engine=Free(texts))
+    assert stage.method == "none"
+    out = stage(_judge_input("complexity", chains))
+    rows = out.to_pylist()
+    assert rows[0]["judge_status"] == "valid" and rows[0]["scores"] == [1, 6, 2] and rows[0]["judge_tokens"] == 7
+    assert rows[1]["judge_status"] == "invalid" and rows[1]["scores"] is None
+    assert "7 is outside 1..6" in rows[1]["judge_reason"] and rows[1]["judgement"].startswith("[1] Score: 1")
+    assert rows[2]["judge_status"] == "failed" and rows[2]["_failure_reason"].startswith("engine error: RuntimeError")
+
+
+def test_judge_methods_per_engine():
+    from deita_ray.configlib import ConfigError, build
+    from deita_ray.judge_job import JudgeSection
+    from deita_ray.stages.judge import resolve_method
+
+    assert [resolve_method("auto", e) for e in ("vllm", "hf", "fake", "http")] == \
+        ["regex", "teacher-force", "teacher-force", "none"]
+    with pytest.raises(ConfigError, match="cannot be teacher-forced"):
+        build(JudgeSection, {"model": "m", "engine": "http", "method": "teacher-force"}, "judge")
+    with pytest.raises(ConfigError, match="cannot constrain decoding"):
+        build(JudgeSection, {"model": "m", "engine": "hf", "method": "regex"}, "judge")
+
+
+@pytest.mark.vllm
+def test_vllm_judge_is_regex_constrained_and_always_parses(tiny_models):
+    pytest.importorskip("vllm")
+    stage = JudgeStage(LLMConfig(model=str(tiny_models["generator"]), engine="vllm", max_length=512))
+    assert stage.method == "regex"
+    try:
+        stage.setup()
+        sampled = stage.engine.generate([judge.judge_prompt("quality", CHAINS[1], "Why?")],
+                                        Sampling(temperature=1.0, max_new_tokens=80, seed=3,
+                                                 regex=judge.judgement_regex("quality", 6)))
+        assert judge.parse_judgement("quality", sampled[0].text, 6)[0] is not None  # even sampling stays in format
+        for mode in ("complexity", "quality"):
+            out = stage(_judge_input(mode, CHAINS)).to_pylist()
+            assert [r["judge_status"] for r in out] == ["valid", "valid", "skipped"], out
+            assert all(r["judgement"] == judge.judgement_text(mode, r["scores"]) for r in out[:2])
+    finally:
+        stage.teardown()
+
+
+def test_cli_seeds_to_labels_to_a_trained_scorer(ray_session, tiny_models, tmp_path, capsys):
+    """As a user would: evolve seeds, judge the chains, export labels, train a scorer on them."""
+    from deita_ray.cli import main
+    from deita_ray.train.config import load_train_config
+    from deita_ray.train.launch import train
+
+    seeds = tmp_path / "seeds.jsonl"
+    lines = [json.dumps({"id": f"seed_task_{i}", "instruction": SEEDS[i % 10] + f" (case {i})",
+                         "instances": [{"input": "", "output": f"Answer {i}."}]}) for i in range(24)]
+    seeds.write_text("\n".join(lines + ["{not json", json.dumps({"id": "x", "instruction": "No instances"})]) + "\n")
+    out = tmp_path / "out"
+    assert main(["evolve", str(seeds), "-o", str(out), "--model", str(tiny_models["generator"]),
+                 "--max-new-tokens", "48", "--rounds", "3", "--local"]) == 0
+    evolve = json.loads((out / "evolve_summary.json").read_text())
+    assert evolve["reconciled"] and evolve["rows_in"] == 26 and evolve["rows_out"] == 24
+    assert evolve["rows_quarantined"] == 2
+    assert main(["judge", str(out / "evolved"), "-o", str(out), "--model", str(tiny_models["scorer-complexity"]),
+                 "--local"]) == 0
+    judged = json.loads((out / "judge_summary.json").read_text())
+    assert judged["reconciled"] and judged["rows_in"] == 24
+    assert judged["rows_out"] + judged["rows_quarantined"] == 24
+    assert judged["counts"]["judge_status"].get("invalid", 0) == 0  # teacher-forced: never malformed
+    assert main(["labels", str(out)]) == 0
+    labels = json.loads((out / "labels_summary.json").read_text())
+    table = pq.read_table(out / "labels" / "labels.parquet").to_pylist()
+    chains = pq.read_table(out / "judged").to_pylist()
+    valid = [c for c in chains if c["judge_status"] == "valid"]
+    assert labels["reconciled"] and labels["labels_out"] == len(table) == sum(len(c["variants"]) for c in valid) > 20
+    by_id = {c["id"]: c for c in valid}
+    for row in table:  # lineage: <seed id>/r<round> points at that variant and its score
+        chain = by_id[row["seed_id"]]
+        assert row["id"] == f"{row['seed_id']}/r{row['round']}"
+        assert row["score"] == chain["scores"][row["round"]] and row["operation"] == chain["operations"][row["round"]]
+    assert (out / "report" / "generation.html").exists()
+    report = json.loads((out / "report" / "generation.json").read_text())
+    assert report["chains"] == 24 - judged["rows_quarantined"] and report["judge_validity"] == 1.0
+    summary = train(load_train_config("scorer", data={
+        "model": str(tiny_models["scorer-complexity"]), "data": [str(out / "labels" / "complexity.jsonl")],
+        "output": str(tmp_path / "scorer"), "kind": "complexity", "num_workers": 1, "global_batch_size": 8,
+        "per_device_batch_size": 8, "epochs": 1, "max_length": 256, "save_every_epoch": False}), log=lambda *_: None)
+    assert summary["rows"]["rows_used"] == labels["labels_out"]
+    assert (tmp_path / "scorer" / "model" / "config.json").exists()
