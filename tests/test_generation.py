@@ -204,7 +204,7 @@ def test_vllm_judge_is_regex_constrained_and_always_parses(tiny_models):
     try:
         stage.setup()
         sampled = stage.engine.generate([judge.judge_prompt("quality", CHAINS[1], "Why?")],
-                                        Sampling(temperature=1.0, max_new_tokens=80, seed=3,
+                                        Sampling(temperature=1.0, max_new_tokens=200, seed=3,
                                                  regex=judge.judgement_regex("quality", 6)))
         assert judge.parse_judgement("quality", sampled[0].text, 6)[0] is not None  # even sampling stays in format
         for mode in ("complexity", "quality"):

@@ -109,8 +109,9 @@ class JudgeStage:
                 for j, res in enumerate(results)]
 
     def _generate(self, jobs: list[tuple[str, str, int]]) -> list[tuple[str, int] | Exception]:
+        # Constrained: room for the format even spelled one byte per token (a random model may choose that).
         samplings = [Sampling(temperature=0.0, max_new_tokens=self.max_new_tokens if self.method == "none"
-                              else 12 * n + 16,  # room for n format lines on any tokenizer
+                              else len(judge.judgement_text(mode, [1] * n).encode()) + 8,
                               regex=judge.judgement_regex(mode, n) if self.method == "regex" else None)
                      for mode, _, n in jobs]
         if hasattr(self.engine, "submit"):
