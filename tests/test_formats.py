@@ -58,3 +58,14 @@ def test_bad_rows_have_specific_reasons(record, fmt, reason):
 def test_unknown_record_shape():
     with pytest.raises(BadRow, match="unrecognised record"):
         detect_format({"text": "plain"})
+
+
+def test_self_instruct_seed_tasks_read_as_alpaca():
+    """Alpaca's seed_tasks.jsonl: `instruction` plus `instances` of {input, output}; the first instance is used."""
+    record = {"id": "seed_task_0", "instruction": "Sort the list.", "instances": [{"input": "3, 1", "output": "1, 3"}]}
+    assert detect_format(record) == "alpaca"
+    assert turn_pairs(to_conversation(record, "alpaca")) == [("Sort the list.\n3, 1", "1, 3")]
+    with pytest.raises(BadRow, match="'instances' must be a non-empty list"):
+        to_conversation({"instruction": "x", "instances": []}, "alpaca")
+    with pytest.raises(BadRow, match="instance 0 has no 'output'"):
+        to_conversation({"instruction": "x", "instances": [{"input": ""}]}, "alpaca")

@@ -42,12 +42,28 @@ def test_hf_greedy_batched_equals_one_at_a_time(hf_engine):
         assert g.text == hf_engine.tokenizer.decode(g.token_ids, skip_special_tokens=True)
 
 
-def test_hf_token_ids_in_equal_texts_in(hf_engine):
-    ids = [hf_engine.tokenizer(p)["input_ids"] for p in PROMPTS]
+def test_hf_texts_are_user_messages_through_the_chat_template(hf_engine, tiny_models):
+    from deita_ray.prompts.chat import user_prompt_ids
+
+    tok = hf_engine.tokenizer
+    rendered = [user_prompt_ids(tok, p, chat=True) for p in PROMPTS]
+    assert tok.decode(rendered[2]) == "<s>USER: Hi ASSISTANT:"  # the tiny models' Vicuna template, one BOS
     sampling = Sampling(max_new_tokens=5)
-    assert [g.token_ids for g in hf_engine.generate(ids, sampling)] == \
+    assert [g.token_ids for g in hf_engine.generate(rendered, sampling)] == \
         [g.token_ids for g in hf_engine.generate(PROMPTS, sampling)]
+    raw = make_engine(LLMConfig(model=str(tiny_models["embedder"]), engine="hf", chat=False), "generate")
+    plain = [tok(p)["input_ids"] for p in PROMPTS]
+    assert [g.token_ids for g in raw.generate(plain, sampling)] == [g.token_ids for g in raw.generate(PROMPTS, sampling)]
     assert all(g.finish_reason == "length" for g in hf_engine.generate(PROMPTS, Sampling(max_new_tokens=1)))
+
+
+def test_hf_per_request_seeds_do_not_depend_on_the_batch(tiny_models):
+    engine = make_engine(LLMConfig(model=str(tiny_models["generator"]), engine="hf"), "generate")
+    sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=12)
+    together = engine.generate(PROMPTS, sampling, seeds=[7, 8, 9])
+    alone = [engine.generate([p], sampling, seeds=[s])[0] for p, s in zip(PROMPTS, (7, 8, 9))]
+    assert [g.token_ids for g in together] == [g.token_ids for g in alone]
+    assert [g.token_ids for g in engine.generate(PROMPTS, sampling, seeds=[1, 2, 3])] != [g.token_ids for g in together]
 
 
 def test_hf_sampling_with_a_seed_is_reproducible(hf_engine):
