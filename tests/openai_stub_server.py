@@ -60,6 +60,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(401, {"error": {"message": "invalid api key"}})
         if model == "bad":
             return self._send(400, {"error": {"message": "max_tokens is too large"}})
+        if model == "long":  # vLLM's wording
+            return self._send(400, {"error": {"message": "This model's maximum context length is 1024 tokens."}})
         if model == "flaky":
             with LOCK:
                 seen = STATE["attempts"][prompt] = STATE["attempts"].get(prompt, 0) + 1

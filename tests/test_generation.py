@@ -73,6 +73,19 @@ def test_elimination_ends_the_chain_and_keeps_what_came_before():
     assert engine.calls == [5, 4, 3, 2, 1]  # one batched generate per round over the chains still alive
 
 
+def test_a_rewrite_prompt_over_the_context_ends_the_chain(generator):
+    from deita_ray.engines.base import make_engine
+
+    engine = make_engine(generator, "generate")  # 1,024 positions; a 600-word seed grows past them
+    table = pa.Table.from_pylist([{"id": "long", "conversations": [
+        {"from": "human", "value": "Summarise: " + "the river runs far " * 250}, {"from": "gpt", "value": "ok"}]}])
+    row = EvolveStage("complexity", generator, Sampling(temperature=1.0, max_new_tokens=16), engine=engine)(table)
+    row = row.to_pylist()[0]
+    assert row["variants"] == [table.column("conversations")[0][0]["value"].as_py()] and row["_failure_reason"] is None
+    assert row["stop_rule"] == "rewrite prompt does not fit the context" and "does not fit the context of 1024" in \
+        row["stop_reason"]
+
+
 def test_quality_mode_rewrites_the_response_for_the_seed_instruction():
     prompts = []
 

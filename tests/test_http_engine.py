@@ -100,6 +100,10 @@ def test_auth_failure_is_immediate_and_names_the_key_variable(stub, monkeypatch)
     assert _engine(stub, "auth", api_key_env="DEITA_TEST_KEY").generate(["x"], Sampling())[0].text.startswith("echo")
     with pytest.raises(ValueError, match="HTTP 400: .*max_tokens is too large"):
         _engine(stub, "bad").generate(["x"], Sampling())
+    from deita_ray.engines.config import PromptTooLong
+
+    with pytest.raises(PromptTooLong, match="maximum context length"):  # ends an evolution chain, see stages/evolve
+        _engine(stub, "long").generate(["x"], Sampling())
 
 
 def test_concurrency_limit(stub):

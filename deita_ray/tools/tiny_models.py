@@ -71,7 +71,8 @@ def build_tiny_llama(out_dir: str | Path, tokenizer, seed: int, hidden: int = 64
     return out
 
 
-def build_tiny_generator(out_dir: str | Path, tokenizer, seed: int, eos_logit: float = 4.0, hidden: int = 64) -> Path:
+def build_tiny_generator(out_dir: str | Path, tokenizer, seed: int, eos_logit: float = 4.0, hidden: int = 64,
+                         layers: int = 2, heads: int = 2) -> Path:
     """A random tiny Llama that ends its sampled texts after ~20 tokens instead of running to the
     token limit, so evolution with it is not all "cut by the token limit". One residual dimension is
     held constant (only an MLP bias writes it), so after the final norm it is a positive constant;
@@ -81,16 +82,15 @@ def build_tiny_generator(out_dir: str | Path, tokenizer, seed: int, eos_logit: f
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = Path(out_dir)
-    layers = 2
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024, mlp_bias=True,
+        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=1024, mlp_bias=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False, initializer_range=0.1, dtype="float32",
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    constant = 16.0  # per layer: dimension 0 of the residual stream is layers * constant everywhere
+    constant = 32.0 / layers  # dimension 0 of the residual stream is 32 everywhere
     with torch.no_grad():
         model.model.embed_tokens.weight[:, 0] = 0
         for layer in model.model.layers:
