@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from deita_ray.engines.base import close_engine, digit_token_ids, make_engine, start_engine
-from deita_ray.engines.config import Generation, LLMConfig, Sampling
+from deita_ray.engines.config import Generation, LLMConfig, PromptTooLong, Sampling
 from deita_ray.io.quarantine import engine_error, mark_failures
 from deita_ray.prompts import judge
 from deita_ray.prompts.chat import user_prompt_ids, uses_chat
@@ -72,8 +72,8 @@ class JudgeStage:
 
     # ------------------------------------------------------------ the three methods
 
-    def _teacher_force(self, jobs: list[tuple[str, str, int]]) -> list[tuple[str, int] | Exception]:
-        """(judgement text, tokens) per (mode, prompt, n): at slot i, the digit the model likes best
+    def _teacher_force(self, jobs: list[tuple[str, str, int]]) -> list[tuple[str, int, str] | Exception]:
+        """(judgement text, tokens, finish) per (mode, prompt, n): at slot i, the digit the model likes best
         after the format written so far."""
         prompts = [user_prompt_ids(self.tokenizer, prompt, self.chat) for _, prompt, _ in jobs]
         scores: list[list[int]] = [[] for _ in jobs]
@@ -88,8 +88,9 @@ class JudgeStage:
                 cue = (done + "\n" if done else "") + judge.slot_cue(mode, slot)  # "[1] Score: 4\n[2] Score: "
                 ids = prompts[j] + list(self.tokenizer(cue, add_special_tokens=False)["input_ids"])
                 if len(ids) > limit:
-                    results[j] = ValueError(f"judge prompt needs {len(ids)} tokens, the judge's context is "
-                                            f"{self.engine.context_length}")
+                    # One wording for every length, so the summary groups these rows in one line.
+                    results[j] = PromptTooLong(f"the judge prompt does not fit the judge's context of "
+                                               f"{self.engine.context_length} tokens")
                     continue
                 rows.append(j)
                 inputs.append(ids)
@@ -107,10 +108,10 @@ class JudgeStage:
             for r, j in enumerate(rows):
                 if results[j] is None:
                     scores[j].append(int(np.argmax(logits[r])) + 1)
-        return [res if res is not None else (judge.judgement_text(jobs[j][0], scores[j]), len(scores[j]))
+        return [res if res is not None else (judge.judgement_text(jobs[j][0], scores[j]), len(scores[j]), "stop")
                 for j, res in enumerate(results)]
 
-    def _generate(self, jobs: list[tuple[str, str, int]]) -> list[tuple[str, int] | Exception]:
+    def _generate(self, jobs: list[tuple[str, str, int]]) -> list[tuple[str, int, str] | Exception]:
         # Constrained: room for the format even spelled one byte per token (a random model may choose that).
         samplings = [Sampling(temperature=0.0, max_new_tokens=self.max_new_tokens if self.method == "none"
                               else len(judge.judgement_text(mode, [1] * n).encode()) + 8,
@@ -168,8 +169,10 @@ class JudgeStage:
                 failures[i] = engine_error(answer)
                 status[i], reasons[i] = FAILED, failures[i][0]
                 continue
-            texts[i], tokens[i] = answer
+            texts[i], tokens[i], finish = answer
             parsed, reason = judge.parse_judgement(mode, texts[i], n)
+            if parsed is None and finish == "length":  # e.g. a prompt so long that the context ends the answer
+                reason = f"cut at the token limit ({reason})"
             status[i], scores[i], reasons[i] = (VALID, parsed, None) if parsed is not None else (INVALID, None, reason)
         columns = {
             "judge_status": pa.array(status, pa.string()),
@@ -184,6 +187,6 @@ class JudgeStage:
         return mark_failures(table, failures)
 
 
-def _text(generation: Generation) -> tuple[str, int]:
-    return generation.text, generation.tokens
+def _text(generation: Generation) -> tuple[str, int, str]:
+    return generation.text, generation.tokens, generation.finish_reason
 
