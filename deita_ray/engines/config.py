@@ -60,8 +60,9 @@ class ServingOptions:
     api_base: str = option("http://127.0.0.1:8000/v1", "http: the server's OpenAI-compatible base URL")
     api_key_env: str = option("OPENAI_API_KEY", "http: the environment variable holding the API key (may be unset "
                                                 "for a local server)")
-    max_in_flight: int = option(64, "requests one engine replica keeps in flight (http: the concurrency limit; "
-                                    "vllm: the async engine's queue)", ge=1)
+    max_in_flight: int = option(256, "requests one engine replica keeps in flight (vllm: the async engine's queue, "
+                                     "match its max_num_seqs; http: the concurrency limit, lower it for rate-limited "
+                                     "APIs)", ge=1)
     request_timeout: float = option(600.0, "http: seconds before a request is abandoned and retried", gt=0)
     max_retries: int = option(6, "http: retries on 429, 5xx and timeouts, with exponential backoff", ge=0)
 
