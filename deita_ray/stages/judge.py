@@ -132,9 +132,9 @@ class JudgeStage:
                     results.append(exc)
             return results
         results = [None] * len(jobs)
-        groups: dict[int, list[int]] = {}  # one generate call per chain length (the sampling differs by n)
-        for j, (_, _, n) in enumerate(jobs):
-            groups.setdefault(n, []).append(j)
+        groups: dict[tuple, list[int]] = {}  # one generate call per (mode, length): the sampling depends on both
+        for j, (mode, _, n) in enumerate(jobs):
+            groups.setdefault((mode, n), []).append(j)
         for members in groups.values():
             try:
                 out = self.engine.generate([jobs[j][1] for j in members], samplings[members[0]])
