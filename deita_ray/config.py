@@ -16,6 +16,7 @@ paper's selection settings first (tau 0.9, budget 6,000 or 10,000, evol score = 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from deita_ray.configlib import ConfigError, apply_override, build, check, load_yaml, merge, must_exist, option, section
 from deita_ray.embed_job import EmbedSection
@@ -44,6 +45,23 @@ class SamplePoolSection:
 
 
 @section
+class GenerationSection:
+    """The generation half inside a run: evolve the seeds, judge the chains, export labels and train
+    the scorers that the score step then uses (instead of `score.complexity_model`/`quality_model`)."""
+
+    seeds: list[str] = option(default_factory=list, help="seed files or directories (kept apart from the pool)")
+    modes: list[Literal["complexity", "quality"]] = option(
+        default_factory=lambda: ["complexity", "quality"], help="which scorers to make: complexity, quality")
+    evolve: dict = option(default_factory=dict, help="keys of `deita-ray evolve` (model: the rewriter)")
+    judge: dict = option(default_factory=dict, help="keys of `deita-ray judge` (model: the judge)")
+    scorer: dict = option(default_factory=dict, help="keys of `deita-ray train scorer` for every scorer (model: the "
+                                                     "base model; Deita's recipe: preset-free, 6 epochs, lr 2e-5)")
+
+    def __post_init__(self):
+        check(self)
+
+
+@section
 class RaySection:
     address: str | None = option(None, "Ray address (default: RAY_ADDRESS, else a local Ray)")
     num_cpus: int | None = option(None, "local Ray only: logical CPUs (default max(4, cores))", ge=1)
@@ -62,6 +80,9 @@ class RunConfig:
     overwrite: bool = False
     report: bool = True                # write report/index.html (reads small pool-wide columns on the driver)
     sample_pool: SamplePoolSection = option(default_factory=SamplePoolSection)
+    sample_seeds: SamplePoolSection = option(default_factory=SamplePoolSection)        # generated seeds
+    sample_preferences: SamplePoolSection = option(default_factory=SamplePoolSection)  # generated DPO pairs
+    generation: GenerationSection | None = None
     score: ScoreSection = option(default_factory=ScoreSection)
     embed: EmbedSection = option(default_factory=EmbedSection)
     select: SelectOptions = option(default_factory=SelectOptions)
@@ -120,9 +141,36 @@ def _check_train_section(task: str, section: dict, has_sft: bool) -> None:
         raise ConfigError(f"{task}.preset must be one of {known}, got {preset!r}")
 
 
+def _check_generation(gen: GenerationSection, config: RunConfig) -> None:
+    from deita_ray.evolve_job import EvolveSection
+    from deita_ray.judge_job import JudgeSection
+    from deita_ray.train.config import TrainConfig
+
+    if not gen.seeds and not config.sample_seeds.dir:
+        raise ConfigError("generation.seeds: give seed files (or sample_seeds.dir to generate them)")
+    if not gen.modes:
+        raise ConfigError("generation.modes: name at least one of complexity, quality")
+    for key, part, cls in (("evolve", gen.evolve, EvolveSection), ("judge", gen.judge, JudgeSection)):
+        if "model" not in part:
+            raise ConfigError(f"generation.{key}.model: give the {'rewriting' if key == 'evolve' else 'judge'} model")
+        if "mode" in part:
+            raise ConfigError("generation.evolve.mode: the modes come from generation.modes")
+        build(cls, part, f"generation.{key}")
+    scorer = gen.scorer
+    if "model" not in scorer:
+        raise ConfigError("generation.scorer.model: give the base model the scorers are trained from")
+    for key in ("data", "output", "kind", "task"):
+        if key in scorer:
+            raise ConfigError(f"generation.scorer.{key} comes from the run; remove it")
+    build(TrainConfig, {"task": "scorer", "data": ["d"], "output": "o", **scorer}, "generation.scorer")
+
+
 def validate(config: RunConfig) -> None:
     """Checks across sections, before any work starts (each section checked its own ranges when built)."""
     from deita_ray.engines.config import MINILM
+
+    if config.generation is not None:
+        _check_generation(config.generation, config)
 
     for task in ("sft", "dpo"):
         section = getattr(config, task)
@@ -133,8 +181,18 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"input_format must be sharegpt, alpaca or messages, got {config.input_format!r}")
     if not config.inputs and not config.sample_pool.dir:
         raise ConfigError("inputs: give at least one pool path (or sample_pool.dir to generate one)")
-    for key, model in (("score.complexity_model", config.score.complexity_model),
-                       ("score.quality_model", config.score.quality_model), ("embed.model", config.embed.model)):
+    trained = set(config.generation.modes) if config.generation is not None else set()
+    models = [(f"score.{kind}_model", getattr(config.score, f"{kind}_model")) for kind in ("complexity", "quality")
+              if kind not in trained]  # a scorer the run trains is not looked for
+    gen_models = [] if config.generation is None else [
+        ("generation.evolve.model", config.generation.evolve["model"]), ("generation.judge.model",
+                                                                        config.generation.judge["model"]),
+        ("generation.scorer.model", config.generation.scorer["model"])]
+    generation_engines = {} if config.generation is None else {
+        "generation.evolve.model": config.generation.evolve.get("engine"),
+        "generation.judge.model": config.generation.judge.get("engine")}
+    for key, model in models + [("embed.model", config.embed.model)] + \
+            [(k, m) for k, m in gen_models if generation_engines.get(k) != "http"]:
         if model.startswith("tiny:"):
             from deita_ray.tools.tiny_models import MODEL_NAMES
 

@@ -24,7 +24,7 @@ from typing import Callable
 from deita_ray.config import RunConfig
 from deita_ray.io import fs
 from deita_ray.runner import markers
-from deita_ray.runner.layout import run_stats_path, selection_dir
+from deita_ray.runner.layout import generation_dir, labels_dir, run_stats_path, scorer_dir, selection_dir
 
 
 class PipelineError(RuntimeError):
@@ -47,31 +47,107 @@ def _resolve_model(model: str, models_dir: str) -> str:
     return str(make_tiny_models(models_dir)[model[5:]])
 
 
-def _inputs(config: RunConfig, log) -> list[str]:
-    inputs = list(config.inputs)
-    if config.sample_pool.dir:
-        import os
+def _make_sample(section, log, what: str, make) -> list[str]:
+    """A generated data set the config asks for (made once, if missing); [] when it asks for none."""
+    import os
 
-        from deita_ray.tools.sample_pool import make_pool
-
-        if not os.path.exists(os.path.join(config.sample_pool.dir, "_manifest.json")):
-            log(f"making the sample pool in {config.sample_pool.dir}")
-            make_pool(config.sample_pool.dir, samples=config.sample_pool.samples, seed=config.sample_pool.seed)
-        inputs = inputs or [config.sample_pool.dir]
-    return inputs
+    if not section.dir:
+        return []
+    if not os.path.exists(os.path.join(section.dir, "_manifest.json")):
+        log(f"making the sample {what} in {section.dir}")
+        make(section.dir, section.samples, section.seed)
+    return [section.dir]
 
 
-def build_steps(config: RunConfig, inputs: list[str]) -> list[Step]:
+def _inputs(config: RunConfig, log) -> tuple[list[str], list[str]]:
+    """The pool and the seeds (kept apart), generated where the config asks; and the preference pairs."""
+    from deita_ray.tools.sample_pool import make_pool, make_preferences
+
+    pool = _make_sample(config.sample_pool, log, "pool", lambda d, n, s: make_pool(d, samples=n, seed=s))
+    seeds = _make_sample(config.sample_seeds, log, "seeds", lambda d, n, s: make_pool(d, samples=n, seed=s))
+    _make_sample(config.sample_preferences, log, "preference pairs", lambda d, n, s: make_preferences(d, n, s))
+    gen_seeds = list(config.generation.seeds) if config.generation is not None else []
+    return list(config.inputs) or pool, gen_seeds or seeds
+
+
+def _summary_of_training(s: dict) -> dict:
+    rows = s["rows"]
+    return {"rows_in": rows["rows_in"], "rows_out": rows["rows_used"], "rows_quarantined": rows["rows_skipped"],
+            "reconciled": rows["rows_in"] == rows["rows_used"] + rows["rows_skipped"], "seconds": s["seconds"],
+            "tokens": s.get("num_input_tokens_seen"), "tokens_per_s": s.get("tokens_per_s"),
+            "model": s["model"], "global_step": s.get("global_step"), "losses": s.get("losses")}
+
+
+def generation_steps(config: RunConfig, seeds: list[str]) -> tuple[list[Step], dict[str, str], list[str]]:
+    """Per mode: evolve -> judge -> labels -> train the scorer. Returns the steps, the trained scorers'
+    model directories by kind, and the fingerprints the score step depends on."""
+    from deita_ray.configlib import build
+    from deita_ray.evolve_job import EvolveSection, evolve_pool
+    from deita_ray.judge_job import JudgeSection, judge_pool
+    from deita_ray.labels_job import export_labels
+
+    gen, out, address = config.generation, config.output, config.ray.address
+    steps, scorers, fingerprints = [], {}, []
+    for mode in gen.modes:
+        work = generation_dir(out, mode)
+        evolve = build(EvolveSection, {**gen.evolve, "mode": mode}, "generation.evolve")
+        evolve_cfg = evolve.job(seeds, work, model=_resolve_model(evolve.model, config.models_dir), overwrite=True)
+        evolve_fp = markers.fingerprint(dataclasses.asdict(evolve_cfg))
+        judge = build(JudgeSection, dict(gen.judge), "generation.judge")
+        judge_cfg = judge.job([posixpath.join(work, "evolved")], work,
+                              model=_resolve_model(judge.model, config.models_dir), overwrite=True)
+        judge_fp = markers.fingerprint(dataclasses.asdict(judge_cfg), evolve_fp)
+        labels_fp = markers.fingerprint("labels", judge_fp)
+        scorer = dict(gen.scorer, model=_resolve_model(gen.scorer["model"], config.models_dir), kind=mode,
+                      data=[posixpath.join(labels_dir(work), f"{mode}.jsonl")], output=scorer_dir(out, mode))
+        scorer_fp = markers.fingerprint(scorer, labels_fp)
+
+        def run_evolve(resume, cfg=evolve_cfg):
+            cfg.resume = resume
+            return evolve_pool(cfg, ray_address=address)
+
+        def run_judge(resume, cfg=judge_cfg):
+            cfg.resume = resume
+            return judge_pool(cfg, ray_address=address)
+
+        def run_labels(resume, work=work):
+            s = export_labels([work], work, overwrite=True)
+            chains = s["chains"]
+            return {"rows_in": s["chains_in"], "rows_out": s["labels_out"], "rows_quarantined": 0,
+                    "reconciled": s["reconciled"], "seconds": s["seconds"], "chains": chains,
+                    "judge_validity": s["judge_validity"]}
+
+        def run_scorer(resume, section=scorer):
+            from deita_ray.train.config import load_train_config
+            from deita_ray.train.launch import train
+
+            return _summary_of_training(train(load_train_config("scorer", data=dict(section, resume=resume))))
+
+        steps += [Step(f"evolve_{mode}", f"Evol {mode}: {evolve.rounds} rounds with {evolve.model}", evolve_fp, run_evolve),
+                  Step(f"judge_{mode}", f"judging the {mode} chains with {judge.model}", judge_fp, run_judge),
+                  Step(f"labels_{mode}", f"{mode} scorer labels", labels_fp, run_labels),
+                  Step(f"scorer_{mode}", f"training the {mode} scorer from {gen.scorer['model']}", scorer_fp,
+                       run_scorer)]
+        scorers[mode] = posixpath.join(scorer_dir(out, mode), "model")
+        fingerprints.append(scorer_fp)
+    return steps, scorers, fingerprints
+
+
+def build_steps(config: RunConfig, inputs: list[str], seeds: list[str] | None = None) -> list[Step]:
     from deita_ray.embed_job import embed_pool
     from deita_ray.score_job import score_pool
     from deita_ray.select_job import SelectJobConfig, select_pool
 
     out = config.output
     score, embed, select = config.score, config.embed, config.select
-    score_cfg = score.job(inputs, out, complexity_model=_resolve_model(score.complexity_model, config.models_dir),
-                          quality_model=_resolve_model(score.quality_model, config.models_dir),
+    steps, trained, upstream_fps = [], {}, []
+    if config.generation is not None:
+        steps, trained, upstream_fps = generation_steps(config, seeds or [])
+    score_cfg = score.job(inputs, out, complexity_model=trained.get("complexity") or
+                          _resolve_model(score.complexity_model, config.models_dir),
+                          quality_model=trained.get("quality") or _resolve_model(score.quality_model, config.models_dir),
                           input_format=config.input_format, overwrite=True)
-    score_fp = markers.fingerprint(dataclasses.asdict(score_cfg))
+    score_fp = markers.fingerprint(dataclasses.asdict(score_cfg), *upstream_fps)
     embed_cfg = embed.job([posixpath.join(out, "scored")], out, model=_resolve_model(embed.model, config.models_dir),
                           overwrite=True)
     # Chained on the upstream fingerprint: whatever re-ran upstream, this step runs again on what it produced.
@@ -95,7 +171,7 @@ def build_steps(config: RunConfig, inputs: list[str]) -> list[Step]:
                 "ineligible": s.get("ineligible"),
                 "samples_per_s": round(s.get("visited", s["selected"]) / max(s["seconds"], 1e-9), 1)}
 
-    steps = [Step("score", "scoring", score_fp, run_score),
+    steps += [Step("score", "scoring", score_fp, run_score),
              Step("embed", f"embedding with {embed.model}", embed_fp, run_embed),
              Step("select", f"selecting {select.budget:,} ({select.strategy}, tau {select.threshold})", select_fp,
                   run_select)]
@@ -125,12 +201,7 @@ def _train_step(task: str, section: dict, config: RunConfig, upstream: str) -> S
         from deita_ray.train.config import load_train_config
         from deita_ray.train.launch import train
 
-        s = train(load_train_config(task, data=dict(section, resume=resume), preset=preset))
-        rows = s["rows"]
-        return {"rows_in": rows["rows_in"], "rows_out": rows["rows_used"], "rows_quarantined": rows["rows_skipped"],
-                "reconciled": rows["rows_in"] == rows["rows_used"] + rows["rows_skipped"], "seconds": s["seconds"],
-                "tokens": s.get("num_input_tokens_seen"), "tokens_per_s": s.get("tokens_per_s"),
-                "model": s["model"], "global_step": s.get("global_step")}
+        return _summary_of_training(train(load_train_config(task, data=dict(section, resume=resume), preset=preset)))
 
     return Step(task, f"{task.upper()} of {section['model']} ({preset or 'defaults'})",
                 markers.fingerprint(section, preset, upstream), run)
@@ -141,14 +212,23 @@ def _check_resources(config: RunConfig, log) -> None:
     from deita_ray.runner.session import ActorRequest, fit_actors, is_local_ray
 
     local = is_local_ray(config.ray.address)
-    for name, section, pools in (("score", config.score, 2), ("embed", config.embed, 1)):
+    sections = [("score", config.score, 2), ("embed", config.embed, 1)]
+    if config.generation is not None:
+        from deita_ray.configlib import build
+        from deita_ray.evolve_job import EvolveSection
+        from deita_ray.judge_job import JudgeSection
+
+        sections += [("generation.evolve", build(EvolveSection, config.generation.evolve, "generation.evolve"), 1),
+                     ("generation.judge", build(JudgeSection, config.generation.judge, "generation.judge"), 1)]
+    for name, section, pools in sections:
         request = ActorRequest(name, section.replicas, section.cpus_per_replica, section.gpus_per_replica)
         fit_actors(name, [request] * pools, task_ops=2, local=local, log=lambda _line: None)
 
 
 def _record(summary: dict) -> dict:
     keys = ("rows_in", "rows_out", "rows_quarantined", "rows_flagged", "reconciled", "tokens", "seconds",
-            "samples_per_s", "visited", "sorted_on", "quarantine_classes", "model", "global_step")
+            "samples_per_s", "visited", "sorted_on", "quarantine_classes", "model", "global_step", "losses",
+            "judge_validity")
     return {k: summary[k] for k in keys if k in summary}
 
 
@@ -158,9 +238,9 @@ def run_pipeline(config: RunConfig, log=print) -> dict:
     from deita_ray.runner.session import ensure_ray
 
     check_run_models(config)  # one line per bad model, before Ray starts
-    inputs = _inputs(config, log)
+    inputs, seeds = _inputs(config, log)
     with hold_output(config.output):
-        steps = build_steps(config, inputs)
+        steps = build_steps(config, inputs, seeds)
         ensure_ray(config.ray.address, config.ray.num_cpus)
         _check_resources(config, log)
         stats, started = {}, time.time()
@@ -201,10 +281,12 @@ def _check_step(name: str, summary: dict, output: str) -> None:
 
 
 def format_run(run: dict) -> str:
-    lines = ["stage     rows in   rows out  quarantined   samples/s   seconds"]
+    width = max([7] + [len(n) for n in run["stages"]])
+    total = sum(s["seconds"] for s in run["stages"].values()) or 1.0
+    lines = [f"{'stage':{width}s}   rows in   rows out  quarantined      tokens   seconds  share"]
     for name, s in run["stages"].items():
-        lines.append(f"{name:7s} {s['rows_in']:>9,} {s['rows_out']:>10,} {s['rows_quarantined']:>12,} "
-                     f"{s.get('samples_per_s') or 0:>11,.1f} {s['seconds']:>9.1f}")
+        lines.append(f"{name:{width}s} {s['rows_in']:>9,} {s['rows_out']:>10,} {s['rows_quarantined']:>12,} "
+                     f"{s.get('tokens') or 0:>11,} {s['seconds']:>9.1f} {s['seconds'] / total:>6.0%}")
     lines.append(f"selected set: {run['selected']}")
     if run.get("report"):
         lines.append(f"report:       {run['report']}")

@@ -90,7 +90,14 @@ def check_model(key: str, model: str, tokenizer: bool = True) -> None:
 
 
 def check_run_models(config) -> None:
-    """The models of a `deita-ray run` config."""
-    check_model("score.complexity_model", config.score.complexity_model)
-    check_model("score.quality_model", config.score.quality_model)
+    """The models of a `deita-ray run` config (a scorer the run trains itself is not looked for)."""
+    gen = config.generation
+    trained = set(gen.modes) if gen is not None else set()
+    for kind in ("complexity", "quality"):
+        if kind not in trained:
+            check_model(f"score.{kind}_model", getattr(config.score, f"{kind}_model"))
     check_model("embed.model", config.embed.model)
+    if gen is not None:
+        for key, part in (("evolve", gen.evolve), ("judge", gen.judge), ("scorer", gen.scorer)):
+            if part.get("engine") != "http":
+                check_model(f"generation.{key}.model", part["model"])

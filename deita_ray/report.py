@@ -4,7 +4,8 @@
 
 Reads only small columns (ids, scores, source, turns; never the texts): score distributions of
 pool vs selected, evol score by visiting rank with the acceptance curve, nearest-kept similarity,
-counts by source and by number of turns, and per-stage throughput from run_stats.json.
+counts by source and by number of turns, per-stage throughput and training curves from
+run_stats.json, and links to the evolution/judging reports of a recipe run.
 """
 
 from __future__ import annotations
@@ -116,6 +117,19 @@ def write_report(output: str) -> str:
         ax.set_title("throughput per stage")
         save(fig, "throughput.png", "Per-stage throughput (selection: candidates visited per second).")
 
+    curves = {name: s["losses"] for name, s in stages.items() if s.get("losses")}
+    if curves:
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        for name, losses in curves.items():
+            steps, values = zip(*losses)
+            ax.plot(steps, values, label=name)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss")
+        ax.legend()
+        save(fig, "training.png", "Training loss per step of every training step of the run (scorers, SFT, DPO).")
+    generation = [(mode, posixpath.join("..", "generation", mode, "report", "generation.html"))
+                  for mode in ("complexity", "quality") if f"labels_{mode}" in stages]
+
     rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{s['rows_in']:,}</td><td>{s['rows_out']:,}</td>"
                    f"<td>{s['rows_quarantined']:,}</td><td>{s['seconds']:.1f}</td><td>{s.get('samples_per_s') or 0:,.1f}</td></tr>"
                    for n, s in stages.items())
@@ -127,6 +141,7 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}img{{max-width:1
 <body><h1>deita_ray selection report</h1>
 <p>{len(pool['id']):,} scored samples, {int(mask.sum()):,} selected. Output: <code>{html.escape(output)}</code></p>
 <table><tr><th>stage</th><th>rows in</th><th>rows out</th><th>quarantined</th><th>seconds</th><th>samples/s</th></tr>{rows}</table>
+{"".join(f'<p><a href="{html.escape(link)}">Evol {mode}: evolution and judging report</a></p>' for mode, link in generation)}
 {figures}</body></html>"""
     index = posixpath.join(report_dir, "index.html")
     fs.write_text(index, page)

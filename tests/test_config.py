@@ -110,3 +110,13 @@ def test_exponent_floats_read_as_numbers(tmp_path):
     path.write_text("output: o\ninputs: [p]\nselect: {threshold: 9e-1}\n")
     assert load_config(str(path)).select.threshold == 0.9
     assert load_config("quickstart", ["select.threshold=8.5e-1"]).select.threshold == 0.85
+
+
+def test_shipped_recipes_load():
+    gpu = load_config("deita-recipe")
+    assert gpu.generation.modes == ["complexity", "quality"] and gpu.generation.evolve["tensor_parallel_size"] == 4
+    assert gpu.generation.judge["engine"] == "vllm" and gpu.generation.scorer["deepspeed"] == "zero2"
+    assert gpu.generation.scorer["epochs"] == 6 and gpu.generation.scorer["global_batch_size"] == 512
+    assert gpu.select.budget == 6000 and gpu.sft["preset"] == "deita-mistral-7b-sft"
+    cpu = load_config("recipe-quickstart")
+    assert cpu.generation.evolve["model"] == "tiny:generator" and cpu.sample_seeds.dir and cpu.sample_preferences.dir

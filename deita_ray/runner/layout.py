@@ -89,6 +89,15 @@ def judge_invalid_dir(output: str) -> str:
     return posixpath.join(output, JUDGE_INVALID_DIR)
 
 
+def generation_dir(output: str, mode: str) -> str:
+    """Where a run's Evol `mode` chains, judgements and labels go (each mode its own stage outputs)."""
+    return posixpath.join(output, "generation", mode)
+
+
+def scorer_dir(output: str, kind: str) -> str:
+    return posixpath.join(output, "scorers", kind)
+
+
 def labels_dir(output: str) -> str:
     return posixpath.join(output, LABELS_DIR)
 

@@ -172,6 +172,21 @@ def make_pool(out_dir: str | Path, samples: int = 3000, seed: int = 0) -> dict:
     return manifest
 
 
+def make_preferences(out_dir: str | Path, pairs: int = 200, seed: int = 0) -> dict:
+    """Preference pairs for a DPO smoke run: {prompt, chosen, rejected}, the chosen answer one the
+    pool generator writes for the question, the rejected one a short unhelpful reply. Returns the manifest."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed + 2)
+    refusals = ["I don't know.", "Not sure, sorry.", "Maybe.", "Ask someone else.", "That depends."]
+    rows = [{"prompt": conv[0][0], "chosen": conv[0][1], "rejected": rng.choice(refusals)}
+            for conv in generate_conversations(pairs, seed=seed, dup_fraction=0.0)]
+    (out / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = {"pairs": pairs, "seed": seed, "files": {"preferences.jsonl": pairs}}
+    (out / "_manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", nargs="?", default="pool", help="directory to write the pool into (default: pool)")
     parser.add_argument("--samples", type=int, default=3000, help="number of good samples (malformed rows come on top)")
