@@ -23,13 +23,17 @@ def _commands(text: str) -> list[list[str]]:
         line = line.split("#", 1)[0] if not line.lstrip().startswith("#") else line.lstrip("# ")
         for match in re.finditer(r"(?:deita-ray|python -m deita_ray\.cli)\s+([a-z-]+\b.*)", line):
             words = shlex.split(match.group(1))
-            if words and words[0] in {"run", "score", "embed", "select", "quickstart", "make-models", "make-pool", "train"}:
+            if words and words[0] in {"run", "score", "embed", "select", "quickstart", "make-models", "make-pool", "train",
+                                      "evolve", "judge", "labels"}:
                 found.append(words)
     return found
 
 
-def _rayjob_entrypoint() -> list[str]:
-    doc = yaml.safe_load((REPO / "cluster" / "kuberay" / "rayjob.yaml").read_text())
+RAYJOBS = sorted((REPO / "cluster" / "kuberay").glob("rayjob*.yaml"))
+
+
+def _rayjob_entrypoint(path: Path = REPO / "cluster" / "kuberay" / "rayjob.yaml") -> list[str]:
+    doc = yaml.safe_load(path.read_text())
     words = shlex.split(doc["spec"]["entrypoint"])
     assert words[0] == "deita-ray"
     return words[1:]
@@ -59,8 +63,8 @@ def _code(doc: Path) -> str:
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
 def test_documented_commands_are_real(doc):
     commands = _commands(_code(doc))
-    if doc.name == "rayjob.yaml":
-        commands.append(_rayjob_entrypoint())
+    if doc in RAYJOBS:
+        commands.append(_rayjob_entrypoint(doc))
     parser = build_parser()
     for words in commands:
         args = parser.parse_args(words)  # exits on an unknown subcommand or flag
@@ -77,15 +81,15 @@ def test_documented_commands_are_real(doc):
 def test_every_doc_with_cluster_commands_was_checked():
     assert len(_commands(_code(REPO / "README.md"))) >= 5
     assert _commands(_code(REPO / "cluster" / "README.md"))
-    assert _rayjob_entrypoint()[0] == "run"
+    assert len(RAYJOBS) == 2 and all(_rayjob_entrypoint(p)[0] == "run" for p in RAYJOBS)
 
 
 def test_shipped_clusters_keep_token_auth_on_and_the_dashboard_inside():
     """A manifest that turns Ray's token authentication off, or exposes the dashboard, fails here."""
-    rayjob = yaml.safe_load((REPO / "cluster" / "kuberay" / "rayjob.yaml").read_text())
-    spec = rayjob["spec"]["rayClusterSpec"]
-    assert spec["authOptions"]["mode"] == "token" and spec["authOptions"]["secretName"]
-    assert spec["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP"
+    for path in RAYJOBS:
+        spec = yaml.safe_load(path.read_text())["spec"]["rayClusterSpec"]
+        assert spec["authOptions"]["mode"] == "token" and spec["authOptions"]["secretName"], path
+        assert spec["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP", path
     launcher = yaml.safe_load((REPO / "cluster" / "launcher" / "aws-gpu.yaml").read_text())
     starts = launcher["head_start_ray_commands"] + launcher["worker_start_ray_commands"]
     assert all("RAY_AUTH_MODE=token" in c for c in starts if c.strip().split()[-1] != "stop" and "ray start" in c)
