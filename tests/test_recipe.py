@@ -3,7 +3,13 @@ select -> SFT -> DPO on CPU with tiny models; a rerun skips every step; a change
 the steps after it; a config without a generation section uses the scorers it is given."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
+import pyarrow.parquet as pq
 import pytest
 
 from deita_ray.config import load_config
@@ -15,12 +21,15 @@ STEPS = ["evolve_complexity", "judge_complexity", "labels_complexity", "scorer_c
          "judge_quality", "labels_quality", "scorer_quality", "score", "embed", "select", "sft", "dpo"]
 
 
-def _recipe(tmp, models_dir, **changes):
+def _overrides(tmp, models_dir, **changes):
     overrides = [f"output={tmp}/out", f"models_dir={models_dir}", f"sample_seeds.dir={tmp}/seeds",
                  f"sample_pool.dir={tmp}/pool", f"sample_preferences.dir={tmp}/preferences",
                  f"dpo.data=[{tmp}/preferences]"]
-    overrides += [f"{k}={v}" for k, v in changes.items()]
-    return load_config("recipe-quickstart", overrides)
+    return overrides + [f"{k}={v}" for k, v in changes.items()]
+
+
+def _recipe(tmp, models_dir, **changes):
+    return load_config("recipe-quickstart", _overrides(tmp, models_dir, **changes))
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +37,15 @@ def models_dir(tiny_models):
     return str(tiny_models["generator"].parent)
 
 
-def test_the_recipe_end_to_end_then_every_step_skipped(ray_session, models_dir, tmp_path):
+@pytest.fixture(scope="module")
+def clean(ray_session, models_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("recipe")
     lines = []
-    run = run_pipeline(_recipe(tmp_path, models_dir), log=lines.append)
+    return tmp, run_pipeline(_recipe(tmp, models_dir), log=lines.append), lines
+
+
+def test_the_recipe_end_to_end_then_every_step_skipped(clean, models_dir):
+    tmp_path, run, lines = clean
     assert list(run["stages"]) == STEPS
     for name, stats in run["stages"].items():
         assert stats["reconciled"], (name, stats)
@@ -86,3 +101,50 @@ def test_generation_section_is_checked_before_any_work(models_dir, tmp_path):
         _recipe(tmp_path, models_dir, **{"generation.scorer.data": "[x]"})
     with pytest.raises(ConfigError, match="generation.evolve.mode: the modes come from generation.modes"):
         _recipe(tmp_path, models_dir, **{"generation.evolve.mode": "quality"})
+
+
+def _kill_when(args, ready):
+    """`deita-ray run` in its own process group (its own local Ray), SIGKILLed once `ready()` holds."""
+    proc = subprocess.Popen([sys.executable, "-m", "deita_ray.cli", "run", *args], env=dict(os.environ, RAY_ADDRESS=""),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not ready():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, "the run did not reach the kill point in time"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+
+
+def test_sigkill_in_two_steps_then_rerun_gives_the_clean_result(clean, models_dir, tmp_path):
+    clean_tmp, clean_run, _ = clean
+    out = tmp_path / "out"
+    args = ["recipe-quickstart", *[f"--set={o}" for o in _overrides(tmp_path, models_dir)]]
+    judged = out / "generation" / "complexity" / "judged"
+    # 1. inside judge_complexity, once it has written a part
+    _kill_when(args, lambda: judged.exists() and any(judged.glob("*.parquet")))
+    assert not (out / "judge_complexity_summary.json").exists()
+    # 2. inside the quality scorer's training (its step started, not finished)
+    _kill_when(args, lambda: (out / "_scorer_quality_started.json").exists())
+    assert not (out / "scorer_quality_summary.json").exists()
+    lines = []
+    run = run_pipeline(load_config("recipe-quickstart", _overrides(tmp_path, models_dir)), log=lines.append)
+    assert any("already done for this config, skipped" in line for line in lines)  # steps 1-7 are not redone
+    for name, stats in run["stages"].items():
+        assert stats["reconciled"], (name, stats)
+        assert (stats["rows_in"], stats["rows_out"], stats["rows_quarantined"]) == \
+            tuple(clean_run["stages"][name][k] for k in ("rows_in", "rows_out", "rows_quarantined")), name
+
+    def labels(root, mode):
+        rows = pq.read_table(root / "out" / "generation" / mode / "labels" / "labels.parquet").to_pylist()
+        return sorted((r["id"], r["score"]) for r in rows)
+
+    for mode in ("complexity", "quality"):
+        assert labels(tmp_path, mode) == labels(clean_tmp, mode)  # nothing lost, nothing twice
+    selected = lambda root: sorted(pq.read_table(root / "out" / "selection" / "selected.parquet",  # noqa: E731
+                                                 columns=["id"]).column("id").to_pylist())
+    assert selected(tmp_path) == selected(clean_tmp)
