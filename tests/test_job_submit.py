@@ -1,5 +1,5 @@
 """`ray job submit` for real: our own Ray head on loopback (token auth on, Ray 2.60's default),
-`deita-ray run` and then `deita-ray train sft` on its selection submitted with the shipped runtime env,
+`deita-ray run recipe-quickstart` (the whole recipe) and then `deita-ray train sft` on its selection submitted with the shipped runtime env,
 outputs checked, and only that head stopped."""
 
 import json
@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -46,14 +45,10 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
     env = dict(os.environ, PATH=f"{ray_bin.parent}:{os.environ['PATH']}", RAY_AUTH_MODE="token")
     env.pop("RAY_ADDRESS", None)
     out = tmp_path / "out"
-    config = tmp_path / "job.yaml"
-    config.write_text(yaml.safe_dump({
-        "output": str(out), "inputs": [str(pool_dir)],
-        "score": {"complexity_model": str(tiny_models["scorer-complexity"]),
-                  "quality_model": str(tiny_models["scorer-quality"])},
-        "embed": {"model": str(tiny_models["embedder"]), "engine": "hf", "cpus_per_replica": 0.5},
-        "select": {"budget": 50, "threshold": 0.97},
-    }))
+    # The whole recipe (seeds -> Evol -> judge -> scorers -> score -> embed -> select -> SFT -> DPO) as one job.
+    recipe = ["recipe-quickstart", f"--set=output={out}", f"--set=models_dir={tiny_models['generator'].parent}",
+              *[f"--set={name}.dir={tmp_path / name}" for name in ("sample_seeds", "sample_pool", "sample_preferences")],
+              f"--set=dpo.data=[{tmp_path / 'sample_preferences'}]"]
     # Every port of our head is a free one: the test run's own Ray may already hold the defaults
     # (its dashboard agent on 52365 made this head's agent fail: "No available agent to submit job").
     agent_ports = [f"--{flag}={_free_port()}" for flag in (
@@ -79,17 +74,18 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
             assert "succeeded" in log.lower(), log[-4000:]
             return log
 
-        submit("python", "-m", "deita_ray.cli", "run", str(config))
+        submit("python", "-m", "deita_ray.cli", "run", *recipe)
         stages = json.loads((out / "run_stats.json").read_text())["stages"]
-        assert stages["score"]["reconciled"] and stages["select"]["rows_out"] == 50
-        assert len((out / "selection" / "selected.jsonl").read_text().splitlines()) == 50
+        assert all(s["reconciled"] for s in stages.values()) and len(stages) == 13
+        assert stages["select"]["rows_out"] == 100 and (out / "dpo" / "model" / "config.json").exists()
+        assert len((out / "selection" / "selected.jsonl").read_text().splitlines()) == 100
         # Then train on the selection, as a second job on the same cluster (2 Ray Train workers).
         runs = tmp_path / "sft"
         submit("python", "-m", "deita_ray.cli", "train", "sft", str(out / "selection" / "selected.jsonl"),
                "--model", str(tiny_models["scorer-quality"]), "-o", str(runs), "--workers", "2",
                "--global-batch-size", "4", "--per-device-batch-size", "2", "--max-steps", "2", "--max-length", "256")
         summary = json.loads((runs / "train_summary.json").read_text())
-        assert summary["rows"]["rows_used"] == 50 and summary["global_step"] == 2 and summary["world_size"] == 2
+        assert summary["rows"]["rows_used"] == 100 and summary["global_step"] == 2 and summary["world_size"] == 2
         assert (runs / "model" / "model.safetensors").exists()
     finally:
         _stop_head(temp_dir)
