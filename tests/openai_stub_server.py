@@ -2,12 +2,15 @@
 
 The requested model name picks a behaviour: `ok` answers, `flaky` answers 429 (then 503) to the
 first two attempts of each prompt, `auth` wants `Authorization: Bearer secret`, `bad` answers 400,
-`slow` waits 3 s, `busy` holds each request 0.3 s (to measure concurrency). GET /stats returns the
+`slow` waits 3 s, `busy` holds each request 0.3 s (to measure concurrency); `rewriter` and
+`judge-keyword` are a scripted Evol rewriter and judge (the judge's score follows a keyword, so a
+scorer trained on its labels has something to learn). GET /stats returns the
 most requests ever open at once and the request count; GET /reset waits until none is open and
 starts that count again.
 """
 
 import json
+import re
 import sys
 import threading
 import time
@@ -69,11 +72,20 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(429, {"error": {"message": "rate limited"}}, [("Retry-After", "0.1")])
             if seen == 2:
                 return self._send(503, {"error": {"message": "overloaded"}})
+        if model == "rewriter":  # a scripted Evol rewriter: the given prompt plus "river" or "lake", by the seed
+            given = prompt.split("#Given Prompt#:\n", 1)[1].rsplit("\n#Rewritten Prompt#:", 1)[0]
+            word = "river" if (body.get("seed") or 0) % 2 else "lake"
+            return self._reply(body, f"{given} Mention the {word} too.")
+        if model == "judge-keyword":  # a scripted judge: score = 1 + times the variant says "river" (at most 6)
+            variants = re.findall(r"^\[(\d+)\] (.*)$", prompt.split("...\n", 1)[1], re.M)
+            return self._reply(body, "\n".join(f"[{i}] Score: {min(6, 1 + v.count('river'))}" for i, v in variants))
         if model == "slow":
             time.sleep(3)
         if model == "busy":
             time.sleep(0.3)
-        text = f"echo {len(prompt)} seed={body.get('seed')}"
+        self._reply(body, f"echo {len(prompt)} seed={body.get('seed')}")
+
+    def _reply(self, body, text):
         choice = {"index": 0, "finish_reason": "stop"}
         choice.update({"message": {"role": "assistant", "content": text}} if "messages" in body else {"text": text})
         self._send(200, {"choices": [choice], "usage": {"completion_tokens": 4}})

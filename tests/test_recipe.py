@@ -148,3 +148,54 @@ def test_sigkill_in_two_steps_then_rerun_gives_the_clean_result(clean, models_di
     selected = lambda root: sorted(pq.read_table(root / "out" / "selection" / "selected.parquet",  # noqa: E731
                                                  columns=["id"]).column("id").to_pylist())
     assert selected(tmp_path) == selected(clean_tmp)
+
+
+def test_scorers_the_recipe_trains_rank_held_out_judged_variants(ray_session, models_dir, tmp_path):
+    """The scripted-judge path: a rewriter and a judge served over HTTP (127.0.0.1, stopped by pid) whose
+    score follows a keyword; the complexity scorer the recipe trains on those labels must rank unseen
+    judged variants the way the judge does."""
+    import numpy as np
+    import pyarrow as pa
+
+    from deita_ray.engines.config import LLMConfig, Sampling
+    from deita_ray.stages.evolve import EvolveStage
+    from deita_ray.stages.judge import JudgeStage
+    from deita_ray.stages.score import ScoreStage
+    from test_http_engine import STUB, _free_port, _stop, _wait_until_up
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, str(STUB), str(port)])
+    try:
+        _wait_until_up(f"http://127.0.0.1:{port}/stats", server, 20)
+        api = f"http://127.0.0.1:{port}/v1"
+        http = {"engine": "http", "api_base": api}
+        config = _recipe(tmp_path, models_dir, **{
+            "generation.modes": "[complexity]", "sample_seeds.samples": 160, "sample_pool.samples": 60,
+            "generation.evolve": json.dumps({"model": "rewriter", "rounds": 5, **http}),
+            "generation.judge": json.dumps({"model": "judge-keyword", **http}),
+            "generation.scorer": json.dumps({"model": models_dir + "/scorer-complexity", "num_workers": 1,
+                                             "epochs": 6, "learning_rate": 3e-3, "warmup_ratio": 0.05,
+                                             "global_batch_size": 16, "per_device_batch_size": 16,
+                                             "max_length": 256, "save_every_epoch": False}),
+            "select.budget": 20, "sft": "null", "dpo": "null"})
+        run = run_pipeline(config, log=lambda *_: None)
+        assert run["stages"]["labels_complexity"]["rows_out"] > 600
+        # Held-out chains: other seeds, the same scripted rewriter and judge.
+        seeds = pa.Table.from_pylist([{"id": f"h{i}", "conversations": [
+            {"from": "human", "value": f"Describe place number {i} in one line."}, {"from": "gpt", "value": "ok"}]}
+            for i in range(16)])
+        engine = LLMConfig(model="rewriter", **http)
+        chains = EvolveStage("complexity", engine, Sampling(temperature=1.0), rounds=5, seed=99)(seeds)
+        judged = JudgeStage(LLMConfig(model="judge-keyword", **http))(chains).to_pylist()
+    finally:
+        _stop(server)
+    pairs = [(v, s) for row in judged if row["scores"] for v, s in zip(row["variants"], row["scores"])]
+    pool = pa.Table.from_pylist([{"id": str(i), "conversations": [{"from": "human", "value": v},
+                                                                  {"from": "gpt", "value": "ok"}]}
+                                 for i, (v, _) in enumerate(pairs)])
+    trained = LLMConfig(model=str(tmp_path / "out" / "scorers" / "complexity" / "model"), engine="hf")
+    predicted = np.array([s[0] for s in ScoreStage("complexity", trained)(pool).column("complexity_scores").to_pylist()])
+    truth = np.array([s for _, s in pairs])
+    rank = lambda x: np.argsort(np.argsort(x, kind="stable"), kind="stable")  # noqa: E731
+    spearman = np.corrcoef(rank(predicted), rank(truth))[0, 1]
+    assert len(pairs) >= 80 and spearman > 0.5, (spearman, list(zip(truth, predicted.round(2)))[:20])
