@@ -89,32 +89,31 @@ def _add_judge_arguments(p: argparse.ArgumentParser) -> None:
     _add_job_arguments(p, "judgements")
 
 
-def cmd_evolve(args) -> int:
+def _run_generation(args, section_cls, local, pool) -> int:
+    """evolve and judge: build the section from the flags, check the model (not for an HTTP server), run."""
     from deita_ray.configlib import build, given
-    from deita_ray.evolve_job import EvolveSection, evolve_local, evolve_pool, format_summary
     from deita_ray.preflight import check_model
+    from deita_ray.runner.map_job import format_summary
 
-    section = build(EvolveSection, given(args, EvolveSection))
+    section = build(section_cls, given(args, section_cls))
     if section.engine != "http":
         check_model("--model", section.model)
     config = section.job(args.inputs, args.output, overwrite=args.overwrite, resume=args.resume, **_read_options(args))
-    summary = evolve_local(config) if args.local else evolve_pool(config, ray_address=args.address)
+    summary = local(config) if args.local else pool(config, ray_address=args.address)
     print(format_summary(summary))
     return 0 if summary["reconciled"] else 1
+
+
+def cmd_evolve(args) -> int:
+    from deita_ray.evolve_job import EvolveSection, evolve_local, evolve_pool
+
+    return _run_generation(args, EvolveSection, evolve_local, evolve_pool)
 
 
 def cmd_judge(args) -> int:
-    from deita_ray.configlib import build, given
-    from deita_ray.judge_job import JudgeSection, format_summary, judge_local, judge_pool
-    from deita_ray.preflight import check_model
+    from deita_ray.judge_job import JudgeSection, judge_local, judge_pool
 
-    section = build(JudgeSection, given(args, JudgeSection))
-    if section.engine != "http":
-        check_model("--model", section.model)
-    config = section.job(args.inputs, args.output, overwrite=args.overwrite, resume=args.resume, **_read_options(args))
-    summary = judge_local(config) if args.local else judge_pool(config, ray_address=args.address)
-    print(format_summary(summary))
-    return 0 if summary["reconciled"] else 1
+    return _run_generation(args, JudgeSection, judge_local, judge_pool)
 
 
 def cmd_labels(args) -> int:

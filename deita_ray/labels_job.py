@@ -58,8 +58,9 @@ def export_labels(inputs: list[str], output: str, overwrite: bool = False, repor
             raise FileExistsError(f"{out_dir} already holds labels; pass --overwrite to replace them")
     status_counts = {VALID: 0, INVALID: 0, SKIPPED: 0}
     by_kind: dict[str, list[str]] = {}
-    rows_out, expected = [], 0
+    rows_out, expected, chains_read = [], 0, 0
     for table in iter_chains(inputs):
+        chains_read += table.num_rows
         for chain in table.to_pylist():
             status_counts[chain["judge_status"]] = status_counts.get(chain["judge_status"], 0) + 1
             if chain["judge_status"] != VALID:
@@ -78,13 +79,14 @@ def export_labels(inputs: list[str], output: str, overwrite: bool = False, repor
         buffer = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(flat), buffer)
         fs.write_bytes(posixpath.join(out_dir, "labels.parquet"), buffer.getvalue())
-    chains = sum(status_counts.values())
     summary = {
-        "stage": "labels", "chains_in": chains, "chains": status_counts,
+        "stage": "labels", "chains_in": chains_read, "chains": status_counts,
         "judge_validity": round(status_counts[VALID] / (status_counts[VALID] + status_counts[INVALID]), 4)
         if status_counts[VALID] + status_counts[INVALID] else None,
         "labels_out": len(rows_out), "labels_by_kind": {k: len(v) for k, v in by_kind.items()},
-        "reconciled": len(rows_out) == expected and chains == sum(status_counts.values()),
+        # chains read = valid + invalid + skipped (an unknown status would break this), labels = valid variants
+        "reconciled": len(rows_out) == expected and chains_read == sum(status_counts[k] for k in (VALID, INVALID,
+                                                                                                  SKIPPED)),
         "files": files, "seconds": round(time.time() - started, 3), "output": out_dir,
     }
     if report:

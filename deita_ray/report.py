@@ -32,6 +32,17 @@ def _mean_lists(lists) -> np.ndarray:
     return np.asarray([np.mean(x) if x and None not in x else np.nan for x in lists], dtype=float)
 
 
+def save_figure(fig, directory: str, name: str) -> None:
+    """A matplotlib figure as a PNG under `directory`, through the filesystem layer (local or object store)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    fs.write_bytes(posixpath.join(directory, name), buffer.getvalue())
+
+
 def write_report(output: str) -> str:
     import matplotlib
 
@@ -50,11 +61,7 @@ def write_report(output: str) -> str:
     images = []
 
     def save(fig, name, caption):
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
-        plt.close(fig)
-        fs.write_bytes(posixpath.join(report_dir, name), buffer.getvalue())
+        save_figure(fig, report_dir, name)
         images.append((name, caption))
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))

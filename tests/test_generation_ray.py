@@ -4,13 +4,10 @@ the clean result."""
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
+from processes import run_and_kill
 
 from deita_ray.evolve_job import EvolveSection, evolve_local, evolve_pool
 from deita_ray.judge_job import JudgeSection, judge_local, judge_pool
@@ -63,22 +60,6 @@ def test_actor_killed_mid_generation_changes_nothing(ray_session, tiny_models, p
     assert _rows(tmp_path / "killed" / "evolved", CHAIN_COLUMNS) == _rows(tmp_path / "clean" / "evolved", CHAIN_COLUMNS)
 
 
-def _run_and_kill(args, ready, cwd):
-    proc = subprocess.Popen([sys.executable, "-m", "deita_ray.cli", *args], env=dict(os.environ, RAY_ADDRESS=""),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
-    try:
-        deadline = time.time() + 240
-        while not ready():
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.time() < deadline, "the run did not reach the kill point in time"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-
-
 @pytest.mark.parametrize("command", ["evolve", "judge"])
 def test_sigkilled_run_resumes_at_the_seed_level(ray_session, tiny_models, pool_dir, tmp_path, command):
     gen = ["--model", str(tiny_models["generator"]), "--max-new-tokens", "32", "--rounds", "3", "--batch-rows", "8",
@@ -96,7 +77,7 @@ def test_sigkilled_run_resumes_at_the_seed_level(ray_session, tiny_models, pool_
         assert main([*args[:2], "-o", str(clean), *args[2:]]) == 0
     killed = tmp_path / "killed"
     parts = lambda: list((killed / out_dir).glob("*.parquet")) if (killed / out_dir).exists() else []  # noqa: E731
-    _run_and_kill([*args[:2], "-o", str(killed), *args[2:]], lambda: len(parts()) >= 3, cwd=tmp_path)
+    run_and_kill([*args[:2], "-o", str(killed), *args[2:]], lambda: len(parts()) >= 3, cwd=tmp_path)
     done_before = len(parts())
     assert not (killed / f"{command}_summary.json").exists()  # it really died mid-run
     assert main([*args[:2], "-o", str(killed), *args[2:], "--resume"]) == 0

@@ -3,14 +3,12 @@ select -> SFT -> DPO on CPU with tiny models; a rerun skips every step; a change
 the steps after it; a config without a generation section uses the scorers it is given."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
+from processes import run_and_kill
 
 from deita_ray.config import load_config
 from deita_ray.pipeline import build_steps, format_run, run_pipeline
@@ -103,33 +101,16 @@ def test_generation_section_is_checked_before_any_work(models_dir, tmp_path):
         _recipe(tmp_path, models_dir, **{"generation.evolve.mode": "quality"})
 
 
-def _kill_when(args, ready):
-    """`deita-ray run` in its own process group (its own local Ray), SIGKILLed once `ready()` holds."""
-    proc = subprocess.Popen([sys.executable, "-m", "deita_ray.cli", "run", *args], env=dict(os.environ, RAY_ADDRESS=""),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while not ready():
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.time() < deadline, "the run did not reach the kill point in time"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-
-
 def test_sigkill_in_two_steps_then_rerun_gives_the_clean_result(clean, models_dir, tmp_path):
     clean_tmp, clean_run, _ = clean
     out = tmp_path / "out"
-    args = ["recipe-quickstart", *[f"--set={o}" for o in _overrides(tmp_path, models_dir)]]
+    args = ["run", "recipe-quickstart", *[f"--set={o}" for o in _overrides(tmp_path, models_dir)]]
     judged = out / "generation" / "complexity" / "judged"
     # 1. inside judge_complexity, once it has written a part
-    _kill_when(args, lambda: judged.exists() and any(judged.glob("*.parquet")))
+    run_and_kill(args, lambda: judged.exists() and any(judged.glob("*.parquet")))
     assert not (out / "judge_complexity_summary.json").exists()
     # 2. inside the quality scorer's training (its step started, not finished)
-    _kill_when(args, lambda: (out / "_scorer_quality_started.json").exists())
+    run_and_kill(args, lambda: (out / "_scorer_quality_started.json").exists())
     assert not (out / "scorer_quality_summary.json").exists()
     lines = []
     run = run_pipeline(load_config("recipe-quickstart", _overrides(tmp_path, models_dir)), log=lines.append)
