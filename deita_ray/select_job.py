@@ -46,8 +46,12 @@ class SelectOptions:
                               ge=-1, le=1)
     block_size: int = option(1024, "candidates per batched FAISS search (the result is the same for any)", ge=1)
     seed: int = option(0, "random strategy only")
-    index: Literal["actor", "local"] = option("actor", "actor: the FAISS index in a Ray actor; local: in this process")
-    device: Literal["auto", "cpu", "gpu"] = option("auto", "FAISS index device (auto: GPU if the index sees one)")
+    index: Literal["actor", "local"] = option("actor", "actor: the kept index in a Ray actor; local: in this process")
+    device: Literal["auto", "cpu", "gpu"] = option("auto", "kept index device (auto: a GPU if the index sees one)")
+    backend: Literal["auto", "faiss", "torch"] = option(
+        "auto", "kept index search: faiss (IndexFlatIP; GPU with FAISS's GPU build), torch (one float32 GEMM per "
+                "block; CUDA where torch sees it); auto: whichever can use a GPU (FAISS first), else faiss on CPU. "
+                "Both give the same selection")
     sort_on: Literal["auto", "driver", "ray"] = option(
         "auto", "where candidates are joined and sorted by score: ray (Ray Data; this process's memory stays flat for "
                 "million-row pools), driver (Arrow here; quicker for small pools); auto: ray from 100K rows")
@@ -125,7 +129,10 @@ def _diverse(config: SelectJobConfig) -> tuple[list[str], pa.Table, dict]:
             if n % 20 == 19:
                 print(f"  visited {start:,} of {candidates.count:,} candidates", file=sys.stderr, flush=True)
 
-    index = RemoteKeptIndex(store.dim, config.device) if config.index == "actor" else KeptIndex(store.dim, config.device)
+    if config.index == "actor":
+        index = RemoteKeptIndex(store.dim, config.device, backend=config.backend)
+    else:
+        index = KeptIndex(store.dim, config.device, capacity=config.budget, backend=config.backend)
     result = run_filter(blocks(), index, config.budget, config.threshold)
     backend = index.describe()
     if hasattr(index, "close"):

@@ -8,6 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deita_ray.select import repr_filter, select_diverse, selection_order
+from deita_ray.select.exact import exact_above
+from deita_ray.select.kept_index import KeptIndex
 from deita_ray.select.repr_filter import normalise_rows
 
 
@@ -49,13 +51,56 @@ def pools(draw):
     return vectors, scores, ids, budget, tau
 
 
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pools(), st.sampled_from([1, 2, 3, 5, 16, 64]))
-def test_blocked_filter_equals_one_at_a_time(pool, block_size):
+def test_blocked_filter_equals_one_at_a_time(backend, pool, block_size):
     vectors, scores, ids, budget, tau = pool
     expected = naive_filter(vectors, scores, ids, budget, tau)
-    got = select_diverse(vectors, scores, ids, budget=budget, threshold=tau, block_size=block_size)
+    index = KeptIndex(vectors.shape[1], device="cpu", capacity=2, backend=backend)  # capacity 2: growth is exercised
+    got = select_diverse(vectors, scores, ids, budget=budget, threshold=tau, block_size=block_size, index=index)
     assert got.tolist() == expected
+    assert index.describe()["backend"] == f"{backend}-cpu"
+
+
+def test_backends_agree_where_similarities_sit_on_tau(monkeypatch):
+    """Both backends keep the same ids on a clustered pool where 300 pairs have a similarity equal to tau up to
+    float32 rounding, so their decisions fall inside the error band and are taken exactly."""
+    from deita_ray.select import kept_index
+
+    rng = np.random.default_rng(5)
+    tau = 0.9
+    centres = normalise_rows(rng.standard_normal((40, 64)))
+    points = normalise_rows(centres[rng.integers(0, 40, 3000)] + 0.05 * rng.standard_normal((3000, 64)))
+    a = points[:300].astype(np.float64)
+    other = rng.standard_normal((300, 64))
+    other -= (other * a).sum(axis=1, keepdims=True) * a  # orthogonal to a
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    partners = normalise_rows(tau * a + math.sqrt(1 - tau * tau) * other)  # sim(a, partner) = tau, rounded
+    vectors = np.concatenate([points, partners])
+    scores = np.concatenate([rng.random(3000) + 1, rng.random(300)])  # partners come after their a
+    exact_calls = []
+    monkeypatch.setattr(kept_index, "exact_above", lambda *args: exact_calls.append(1) or exact_above(*args))
+    kept = {backend: select_diverse(vectors, scores, budget=2000, threshold=tau, block_size=97,
+                                    index=KeptIndex(64, device="cpu", backend=backend)).tolist()
+            for backend in ("faiss", "torch")}
+    assert kept["faiss"] == kept["torch"] == naive_filter(vectors, scores, None, 2000, tau)
+    assert len(exact_calls) > 0  # the band was reached
+
+
+def test_backend_choice_and_refusals(monkeypatch):
+    from deita_ray.select import kept_index
+
+    assert kept_index.choose_backend("auto", "cpu") == ("faiss", False)
+    assert kept_index.choose_backend("torch", "auto") == ("torch", False)  # no CUDA here: torch on the CPU
+    monkeypatch.setattr(kept_index, "faiss_installed", lambda: False)
+    assert kept_index.choose_backend("auto", "auto") == ("torch", False)  # a machine without faiss still filters
+    with pytest.raises(RuntimeError, match="faiss is not installed"):
+        kept_index.choose_backend("faiss", "cpu")
+    with pytest.raises(RuntimeError, match="torch sees no CUDA device"):
+        kept_index.choose_backend("torch", "gpu")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        kept_index.choose_backend("annoy", "cpu")
 
 
 def test_first_candidate_is_always_kept_and_rejection_is_strict():

@@ -60,6 +60,9 @@ def test_diverse_selection_equals_the_api_and_keeps_tau(run_dir):
     assert summary["rejected"] == len(rejections) > 0  # the pool has planted near-duplicates
     assert all(r["similarity"] > 0.9 and r["nearest_kept_id"] in set(expected) for r in rejections)
     assert summary["visited"] == 120 + len(rejections)
+    on_torch = select_pool(_config(run_dir, "sel-torch", budget=120, threshold=0.9, backend="torch"))
+    assert on_torch["index"]["backend"] == "torch-cpu" and on_torch["visited"] == summary["visited"]
+    assert pq.read_table(str(run_dir / "sel-torch" / "selected.parquet")).column("id").to_pylist() == expected
 
 
 def test_sharegpt_jsonl_output(run_dir):

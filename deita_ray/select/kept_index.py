@@ -1,40 +1,151 @@
-"""The index of kept vectors: FAISS inner product (GPU where there is one), exact near tau.
+"""The index of kept vectors: nearest-neighbour search by inner product, exact near tau.
 
-`KeptIndex` is plain Python; `RemoteKeptIndex` runs the same class as a Ray actor (with a GPU
-when the cluster has one) and exposes the same methods, so the filter code cannot tell them apart.
+    KeptIndex(dim, device="auto", backend="auto")   # FAISS (GPU build where it sees one) or torch
+
+Two search backends sit behind one interface, and the filter cannot tell them apart:
+- `faiss`: `IndexFlatIP`, on the GPU when FAISS is the GPU build and sees one;
+- `torch`: the kept vectors as one float32 tensor (on CUDA where torch sees a GPU), searched with
+  one IEEE float32 matrix product per block (TF32 off: the error bound below assumes float32).
+  For GPU machines without FAISS's GPU build, whose wheel is not on PyPI for every CUDA.
+`auto` takes the GPU if either backend can use one (FAISS first), else FAISS on the CPU, else torch.
 `query` answers, for a block of candidates, "is any kept vector more similar than tau?" exactly
-(see `exact.py`): FAISS finds the nearest kept vector in float32, and only candidates whose
+(see `exact.py`): the backend finds the nearest kept vector in float32, and only candidates whose
 answer falls inside the float32 error band are re-decided against all kept vectors in float64.
+`RemoteKeptIndex` runs the same class as a Ray actor (with a GPU when the cluster has one).
 """
 
 from __future__ import annotations
+
+import contextlib
+import importlib.util
 
 import numpy as np
 
 from deita_ray.select.exact import decide_rows, exact_above, float32_error_bound
 
+BACKENDS = ("auto", "faiss", "torch")
+DEVICES = ("auto", "cpu", "gpu")
 
-def gpu_available() -> bool:
+
+def faiss_installed() -> bool:
+    return importlib.util.find_spec("faiss") is not None
+
+
+def faiss_gpu_available() -> bool:
+    if not faiss_installed():
+        return False
     import faiss
 
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-class KeptIndex:
-    def __init__(self, dim: int, device: str = "auto", capacity: int = 1024):
+def torch_cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def gpu_available() -> bool:
+    """Can some backend put the index on a GPU in this process?"""
+    return faiss_gpu_available() or torch_cuda_available()
+
+
+def choose_backend(backend: str, device: str) -> tuple[str, bool]:
+    """(backend, on_gpu) for the asked backend and device; a GPU asked for and not there is an error."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    gpu = {"faiss": faiss_gpu_available, "torch": torch_cuda_available}
+    if backend == "auto":
+        if device != "cpu":
+            for name in ("faiss", "torch"):
+                if gpu[name]():
+                    return name, True
+        if device == "gpu":
+            raise RuntimeError("device='gpu' but neither FAISS's GPU build nor torch sees a GPU in this process")
+        return ("faiss" if faiss_installed() else "torch"), False
+    if backend == "faiss" and not faiss_installed():
+        raise RuntimeError("backend='faiss' but faiss is not installed (pip install faiss-cpu, or faiss-gpu-cu12)")
+    on_gpu = device != "cpu" and gpu[backend]()
+    if device == "gpu" and not on_gpu:
+        what = "faiss is the CPU build or sees no GPU" if backend == "faiss" else "torch sees no CUDA device"
+        raise RuntimeError(f"device='gpu' with backend={backend!r}, but {what}")
+    return backend, on_gpu
+
+
+class FaissSearch:
+    """FAISS `IndexFlatIP`, moved to GPU 0 when asked."""
+
+    def __init__(self, dim: int, on_gpu: bool):
         import faiss
 
-        if device not in ("auto", "cpu", "gpu"):
-            raise ValueError(f"device must be auto, cpu or gpu, got {device!r}")
-        self.dim = dim
-        self.on_gpu = device != "cpu" and gpu_available()
-        if device == "gpu" and not self.on_gpu:
-            raise RuntimeError("device='gpu' but this process sees no GPU or faiss is the CPU build")
         self.index = faiss.IndexFlatIP(dim)
-        if self.on_gpu:
+        if on_gpu:
             self._resources = faiss.StandardGpuResources()
             self.index = faiss.index_cpu_to_gpu(self._resources, 0, self.index)
-        self._vectors = np.empty((max(capacity, 1), dim), dtype=np.float32)  # for exact rechecks
+
+    def search(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sims, nearest = self.index.search(block, 1)
+        return sims[:, 0].copy(), nearest[:, 0].copy()
+
+    def add(self, vectors: np.ndarray) -> None:
+        self.index.add(vectors)
+
+
+@contextlib.contextmanager
+def ieee_float32_matmul():
+    """float32 products in float32 (not TF32, which would void the error bound), restored after."""
+    import torch
+
+    matmul = torch.backends.cuda.matmul
+    # torch >= 2.9 says it with fp32_precision; older ones with allow_tf32.
+    name, value = ("fp32_precision", "ieee") if hasattr(matmul, "fp32_precision") else ("allow_tf32", False)
+    before = getattr(matmul, name)
+    setattr(matmul, name, value)
+    try:
+        yield
+    finally:
+        setattr(matmul, name, before)
+
+
+class TorchSearch:
+    """The kept vectors as one float32 tensor on `device`, grown by doubling; one GEMM per block."""
+
+    def __init__(self, dim: int, on_gpu: bool, capacity: int):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device("cuda" if on_gpu else "cpu")
+        self.kept = torch.empty((max(capacity, 1), dim), dtype=torch.float32, device=self.device)
+        self.count = 0
+
+    def search(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        torch = self.torch
+        with torch.no_grad(), ieee_float32_matmul():
+            queries = torch.from_numpy(block).to(self.device)
+            sims, nearest = (queries @ self.kept[: self.count].T).max(dim=1)
+        return sims.cpu().numpy(), nearest.cpu().numpy().astype(np.int64)
+
+    def add(self, vectors: np.ndarray) -> None:
+        needed = self.count + len(vectors)
+        if needed > len(self.kept):
+            grown = self.torch.empty((max(needed, 2 * len(self.kept)), self.kept.shape[1]), dtype=self.kept.dtype,
+                                     device=self.device)
+            grown[: self.count] = self.kept[: self.count]
+            self.kept = grown
+        self.kept[self.count:needed] = self.torch.from_numpy(vectors).to(self.device)
+        self.count = needed
+
+
+class KeptIndex:
+    def __init__(self, dim: int, device: str = "auto", capacity: int = 1024, backend: str = "auto"):
+        self.dim = dim
+        self.backend, self.on_gpu = choose_backend(backend, device)
+        self.search = FaissSearch(dim, self.on_gpu) if self.backend == "faiss" else TorchSearch(dim, self.on_gpu, capacity)
+        self._vectors = np.empty((max(capacity, 1), dim), dtype=np.float32)  # for exact rechecks, on the host
         self.count = 0
         self.max_norm = 0.0
 
@@ -42,15 +153,16 @@ class KeptIndex:
         return self.count
 
     def describe(self) -> dict:
-        return {"kept": self.count, "dim": self.dim, "backend": "faiss-gpu" if self.on_gpu else "faiss-cpu"}
+        place = "gpu" if self.on_gpu else "cpu"
+        return {"kept": self.count, "dim": self.dim, "backend": f"{self.backend}-{place}"}
 
     def query(self, block: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each row: (exceeds tau against some kept vector, nearest kept index, its similarity)."""
         rows = block.shape[0]
         if self.count == 0:
             return np.zeros(rows, bool), np.full(rows, -1, np.int64), np.full(rows, -np.inf, np.float32)
-        sims, nearest = self.index.search(np.ascontiguousarray(block, dtype=np.float32), 1)
-        sims, nearest = sims[:, 0].copy(), nearest[:, 0].copy()
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        sims, nearest = self.search.search(block)
         norm = max(self.max_norm, float(np.max(np.linalg.norm(block, axis=1))))
         err = float32_error_bound(self.dim, norm)
         exceeds, band = decide_rows(sims, tau, err)
@@ -77,19 +189,19 @@ class KeptIndex:
         self._vectors[self.count:needed] = vectors
         self.count = needed
         self.max_norm = max(self.max_norm, float(np.max(np.linalg.norm(vectors, axis=1))))
-        self.index.add(vectors)
+        self.search.add(vectors)
 
 
 class RemoteKeptIndex:
     """The same index inside a Ray actor (one GPU when the cluster has GPUs): `query`/`add` block on the actor."""
 
-    def __init__(self, dim: int, device: str = "auto", num_gpus: float | None = None):
+    def __init__(self, dim: int, device: str = "auto", num_gpus: float | None = None, backend: str = "auto"):
         import ray
 
         if num_gpus is None:
             num_gpus = 1 if device != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1 else 0
         self._ray = ray
-        self.actor = ray.remote(KeptIndex).options(num_cpus=1, num_gpus=num_gpus).remote(dim, device)
+        self.actor = ray.remote(KeptIndex).options(num_cpus=1, num_gpus=num_gpus).remote(dim, device, backend=backend)
         self.count = 0
 
     def __len__(self) -> int:
