@@ -12,27 +12,30 @@ from __future__ import annotations
 import numpy as np
 
 from deita_ray.engines.base import digit_token_ids, load_tokenizer
+from deita_ray.engines.hf import load_device_map
 
 
 class ReferenceScorer:
-    def __init__(self, model: str, max_new_tokens: int = 2):
+    def __init__(self, model: str, max_new_tokens: int = 2, dtype: str = "float32", device: str = "cpu"):
         import torch
         from transformers import AutoModelForCausalLM
 
         self.tokenizer = load_tokenizer(model)
         self.digit_ids = digit_token_ids(self.tokenizer)
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+        self.device = torch.device(device)
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype),
+                                                          device_map=load_device_map(self.device)).eval()
         self.max_new_tokens = max_new_tokens
 
     def digit_logits(self, prompt: str) -> np.ndarray:
         import torch
 
-        input_ids = self.tokenizer.encode(prompt, return_tensors="pt")
+        input_ids = self.tokenizer.encode(prompt, return_tensors="pt").to(self.device)
         with torch.inference_mode():
             out = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
                                       max_new_tokens=self.max_new_tokens, do_sample=False, output_scores=True,
                                       return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id)
-        return out.scores[0][0, self.digit_ids].float().numpy()
+        return out.scores[0][0, self.digit_ids].float().cpu().numpy()
 
     def score(self, prompt: str) -> float:
         logits = self.digit_logits(prompt).astype(np.float64)

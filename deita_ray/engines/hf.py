@@ -28,6 +28,11 @@ from deita_ray.engines.config import Generation, LLMConfig, PromptTooLong, Sampl
 from deita_ray.prompts.chat import user_prompt_ids, uses_chat
 
 
+def load_device_map(device) -> str | None:
+    """Load weights straight onto an accelerator; on the CPU, transformers' plain load (no accelerate dispatch)."""
+    return None if device.type == "cpu" else device.type
+
+
 class SeededSampler:
     """A logits processor that samples each row with its own seeded generator (temperature, then
     top-p) and leaves only the drawn token, so greedy decoding emits it. transformers' own sampling
@@ -67,7 +72,9 @@ class HFEngine:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         dtype = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
-        self.model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype, **config.extra).to(self.device).eval()
+        # Loaded straight onto the device (a 13B model need not pass through host memory first).
+        self.model = AutoModelForCausalLM.from_pretrained(
+            config.model, dtype=dtype, device_map=load_device_map(self.device), **config.extra).eval()
         self._tokenizer = None
         model_config = AutoConfig.from_pretrained(config.model)
         native = getattr(model_config, "max_position_embeddings", None) or 2048

@@ -1,6 +1,7 @@
 """The training function each Ray Train worker runs: TRL's SFTTrainer or DPOTrainer, DeepSpeed optional.
 
-Not called directly: `deita_ray.train.launch.train` hands `train_loop` to a `TorchTrainer`.
+`deita_ray.train.launch.train` hands `train_loop` to a `TorchTrainer`; `build_trainer` is the part
+without Ray (the GPU benchmark times it directly where Ray is not installed).
 Each worker reads the prepared rows (written once by the driver), builds the TRL trainer with
 gradient accumulation derived from the global batch, resumes from Ray Train's latest checkpoint
 when there is one, reports a checkpoint at every epoch end (RayTrainReportCallback), and at the
@@ -78,27 +79,18 @@ def _upload(local_dir: str, target: str) -> None:
     fs.put(local_dir.rstrip("/") + "/", path, recursive=True)
 
 
-def train_loop(loop_config: dict) -> None:
-    import ray.train
-    import torch
-    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+def load_training_tokenizer(model: str):
     from transformers import AutoTokenizer
 
-    cfg = loop_config["config"]
-    context = ray.train.get_context()
-    world, rank = context.get_world_size(), context.get_world_rank()
-    on_gpu = torch.cuda.is_available() and cfg["use_gpu"]
-    if cfg["deepspeed_config"]:
-        import deepspeed
-
-        # Set up DeepSpeed's own view of the process group before any model is built: building
-        # the DPO reference model under zero.Init fails otherwise (measured, see cpu-stack notes).
-        deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
-    tokenizer = AutoTokenizer.from_pretrained(cfg["model"])
+    tokenizer = AutoTokenizer.from_pretrained(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dataset = _read_prepared(loop_config["prepared"])
-    output_dir = tempfile.mkdtemp(prefix=f"deita-train-{cfg['task']}-r{rank}-")
+    return tokenizer
+
+
+def build_trainer(cfg: dict, dataset, tokenizer, output_dir: str, world: int, on_gpu: bool, callbacks: list):
+    """(TRL trainer, its argument dict) for one worker: what `train_loop` runs under Ray Train, and what
+    `benchmarks/bench_gpu.py` times on a GPU machine without Ray."""
     args = _common_args(cfg, output_dir, world, on_gpu)
     if cfg["task"] == "dpo":
         from trl import DPOConfig, DPOTrainer
@@ -111,12 +103,34 @@ def train_loop(loop_config: dict) -> None:
             # After DPOConfig exists, so that under ZeRO-3 the load is partitioned (zero.Init).
             ref_model = AutoModelForCausalLM.from_pretrained(cfg["ref_model"])
         trainer = DPOTrainer(model=cfg["model"], ref_model=ref_model, args=dpo_args, train_dataset=dataset,
-                             processing_class=tokenizer, callbacks=[RayTrainReportCallback()])
+                             processing_class=tokenizer, callbacks=callbacks)
     else:  # sft and scorer: pre-tokenized rows with assistant masks (loss on the masked tokens only)
         from trl import SFTConfig, SFTTrainer
 
         trainer = SFTTrainer(model=cfg["model"], args=SFTConfig(max_length=cfg["max_length"], **args),
-                             train_dataset=dataset, processing_class=tokenizer, callbacks=[RayTrainReportCallback()])
+                             train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
+    return trainer, args
+
+
+def train_loop(loop_config: dict) -> None:
+    import ray.train
+    import torch
+    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+
+    cfg = loop_config["config"]
+    context = ray.train.get_context()
+    world, rank = context.get_world_size(), context.get_world_rank()
+    on_gpu = torch.cuda.is_available() and cfg["use_gpu"]
+    if cfg["deepspeed_config"]:
+        import deepspeed
+
+        # Set up DeepSpeed's own view of the process group before any model is built: building
+        # the DPO reference model under zero.Init fails otherwise (measured, see cpu-stack notes).
+        deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+    tokenizer = load_training_tokenizer(cfg["model"])
+    dataset = _read_prepared(loop_config["prepared"])
+    output_dir = tempfile.mkdtemp(prefix=f"deita-train-{cfg['task']}-r{rank}-")
+    trainer, args = build_trainer(cfg, dataset, tokenizer, output_dir, world, on_gpu, [RayTrainReportCallback()])
     trainer = prepare_trainer(trainer)
 
     checkpoint = ray.train.get_checkpoint() if cfg["resume"] else None
