@@ -124,6 +124,43 @@ def test_hf_chains_do_not_depend_on_the_batch(generator):
     assert max(lengths) == 3 and sum(lengths) >= 10  # the tiny generator ends its texts: chains do evolve
 
 
+@pytest.mark.vllm
+def test_vllm_async_chains_equal_the_batched_path_and_a_stuck_request_times_out(tiny_models):
+    """vLLM's async engine (every chain on its own) gives the chains one batched `generate` per round gives,
+    token for token (per-request seeds); a request that outlives request_timeout is aborted and its chain
+    fails as transient, and the engine goes on serving."""
+    pytest.importorskip("vllm")
+    from deita_ray.engines.vllm import VLLMEngine
+    from deita_ray.io.quarantine import CLASS, REASON, TRANSIENT
+
+    config = LLMConfig(model=str(tiny_models["generator"]), engine="vllm", max_length=512)
+    engine = VLLMEngine(config)
+
+    class GenerateOnly:  # the same engine without `submit`: EvolveStage takes its batched path
+        def __init__(self, inner):
+            self.generate, self.context_length, self.tokenizer = inner.generate, inner.context_length, inner.tokenizer
+
+    sampling = Sampling(temperature=1.0, max_new_tokens=32)
+    try:
+        async_out = EvolveStage("complexity", config, sampling, rounds=2, seed=5, engine=engine)(_seed_table())
+        batched = EvolveStage("complexity", config, sampling, rounds=2, seed=5, engine=GenerateOnly(engine))(_seed_table())
+        assert async_out.column("variants").to_pylist() == batched.column("variants").to_pylist()
+        assert sum(async_out.column("rounds_completed").to_pylist()) >= 10
+        assert REASON not in async_out.column_names or async_out.column(REASON).null_count == async_out.num_rows
+
+        engine.start("submit")
+        engine._async.timeout = 0.01  # this engine now gives a request 10 ms: far less than 400 tokens take
+        stuck = EvolveStage("complexity", config, Sampling(temperature=1.0, max_new_tokens=400), rounds=2, seed=5,
+                            engine=engine)(_seed_table(3))
+        assert stuck.column(CLASS).to_pylist() == [TRANSIENT] * 3
+        assert all("no answer within 0.01 s" in r for r in stuck.column(REASON).to_pylist())
+        engine._async.timeout = 600.0
+        again = engine.submit("Name a river.", Sampling(max_new_tokens=4)).result(timeout=60)
+        assert again.token_ids  # the aborted requests left the engine serving
+    finally:
+        engine.close()
+
+
 def _judge_input(mode, chains):
     return pa.Table.from_pylist([{"id": f"c{i}", "mode": mode, "instruction": "Name a river.", "variants": v}
                                  for i, v in enumerate(chains)])

@@ -63,7 +63,9 @@ class ServingOptions:
     max_in_flight: int = option(256, "requests one engine replica keeps in flight (vllm: the async engine's queue, "
                                      "match its max_num_seqs; http: the concurrency limit, lower it for rate-limited "
                                      "APIs)", ge=1)
-    request_timeout: float = option(600.0, "http: seconds before a request is abandoned and retried", gt=0)
+    request_timeout: float = option(600.0, "seconds one generation request may take before it is abandoned (http: "
+                                           "then retried; vllm async engine: aborted, its chain failed as transient, "
+                                           "retried by --resume)", gt=0)
     max_retries: int = option(6, "http: retries on 429, 5xx and timeouts, with exponential backoff", ge=0)
 
 

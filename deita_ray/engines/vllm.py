@@ -182,6 +182,7 @@ class AsyncRunner:
         import asyncio
         import threading
 
+        self.timeout = config.request_timeout
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="vllm-async", daemon=True)
         self.thread.start()
@@ -202,10 +203,20 @@ class AsyncRunner:
         return asyncio.Semaphore(n)
 
     async def _one(self, prompt, params) -> Generation:
+        import asyncio
+
         final = None
         async with self.limit:
-            async for output in self.engine.generate(prompt, params, request_id=uuid.uuid4().hex):
-                final = output
+            # The clock starts once the request is admitted (queueing behind our own limit is not the
+            # engine's fault). On expiry the cancellation makes AsyncLLM abort the request, so a live but
+            # stuck engine fails its chains (transient: a resumed run retries them) instead of hanging.
+            try:
+                async with asyncio.timeout(self.timeout):
+                    async for output in self.engine.generate(prompt, params, request_id=uuid.uuid4().hex):
+                        final = output
+            except TimeoutError:
+                raise TimeoutError(f"vLLM: no answer within {self.timeout:g} s (request_timeout); the request was "
+                                   "aborted") from None
         return _generation(final)
 
     def submit(self, prompt, params) -> concurrent.futures.Future:
