@@ -7,13 +7,13 @@ Writes `<output>/labels/complexity.jsonl` and/or `quality.jsonl` in the format
 `deita-ray train scorer` reads (the filled scorer prompt as the human turn, the score digit as the
 gpt turn; notes/evol-judge.md §5), `<output>/labels/labels.parquet` (the same rows with their lineage:
 id `<seed id>/r<round>`, seed_id, round, operation, kind, score), `<output>/labels_summary.json`
-and `<output>/report/generation.html`. Chains are read part by part; only valid judgements give
-labels. Counts reconcile: chains in = valid + invalid + skipped, and labels = variants of valid chains.
+and `<output>/report/generation.html`. Chains are read and their labels written part by part (the
+files appear whole, or not at all); only valid judgements give labels. Counts reconcile: chains in = valid + invalid + skipped, and labels = variants of valid chains.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import posixpath
 import time
@@ -50,42 +50,58 @@ def iter_chains(inputs: list[str]):
                 yield pq.read_table(f, columns=COLUMNS)
 
 
+# labels.parquet: the label rows flattened (the prompt as a column), schema fixed so parts agree.
+LABEL_SCHEMA = pa.schema([("id", pa.string()), ("seed_id", pa.string()), ("round", pa.int64()),
+                          ("operation", pa.string()), ("kind", pa.string()), ("score", pa.int64()),
+                          ("prompt", pa.string())])
+
+
 def export_labels(inputs: list[str], output: str, overwrite: bool = False, report: bool = True) -> dict:
+    """Stream the judged chains part by part into the label files: the driver holds one part's labels."""
     started = time.time()
     out_dir = labels_dir(output)
     if list_parts(out_dir) or fs.exists(posixpath.join(out_dir, "labels.parquet")):
         if not overwrite:
             raise FileExistsError(f"{out_dir} already holds labels; pass --overwrite to replace them")
     status_counts = {VALID: 0, INVALID: 0, SKIPPED: 0}
-    by_kind: dict[str, list[str]] = {}
-    rows_out, expected, chains_read = [], 0, 0
-    for table in iter_chains(inputs):
-        chains_read += table.num_rows
-        for chain in table.to_pylist():
-            status_counts[chain["judge_status"]] = status_counts.get(chain["judge_status"], 0) + 1
-            if chain["judge_status"] != VALID:
-                continue
-            expected += len(chain["variants"])
-            rows = judge.label_rows(chain["mode"], chain["id"], chain["variants"], chain["scores"],
-                                    chain["operations"], chain["instruction"])
-            rows_out += rows
-            by_kind.setdefault(chain["mode"], []).extend(json.dumps(r, ensure_ascii=False) for r in rows)
-    files = {}
-    for kind, lines in by_kind.items():
-        files[kind] = fs.write_text(posixpath.join(out_dir, f"{kind}.jsonl"), "\n".join(lines) + "\n")
-    if rows_out:
-        flat = [{**{k: v for k, v in r.items() if k != "conversations"}, "prompt": r["conversations"][0]["value"]}
-                for r in rows_out]
-        buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(flat), buffer)
-        fs.write_bytes(posixpath.join(out_dir, "labels.parquet"), buffer.getvalue())
+    by_kind: dict[str, int] = {}
+    labels_out, expected, chains_read = 0, 0, 0
+    files: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        jsonl: dict[str, object] = {}  # one streamed file per kind, opened at its first label
+        parquet = None
+        for table in iter_chains(inputs):
+            chains_read += table.num_rows
+            part_rows = []
+            for chain in table.to_pylist():
+                status_counts[chain["judge_status"]] = status_counts.get(chain["judge_status"], 0) + 1
+                if chain["judge_status"] != VALID:
+                    continue
+                expected += len(chain["variants"])
+                rows = judge.label_rows(chain["mode"], chain["id"], chain["variants"], chain["scores"],
+                                        chain["operations"], chain["instruction"])
+                kind = chain["mode"]
+                if kind not in jsonl:
+                    files[kind] = posixpath.join(out_dir, f"{kind}.jsonl")
+                    jsonl[kind] = stack.enter_context(fs.open_for_write(files[kind]))
+                jsonl[kind].write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+                by_kind[kind] = by_kind.get(kind, 0) + len(rows)
+                part_rows += rows
+            if part_rows:
+                if parquet is None:
+                    target = stack.enter_context(fs.open_for_write(posixpath.join(out_dir, "labels.parquet"), binary=True))
+                    parquet = stack.enter_context(pq.ParquetWriter(target.file, LABEL_SCHEMA))
+                flat = [{**{k: v for k, v in r.items() if k != "conversations"}, "prompt": r["conversations"][0]["value"]}
+                        for r in part_rows]
+                parquet.write_table(pa.Table.from_pylist(flat, schema=LABEL_SCHEMA))
+                labels_out += len(part_rows)
     summary = {
         "stage": "labels", "chains_in": chains_read, "chains": status_counts,
         "judge_validity": round(status_counts[VALID] / (status_counts[VALID] + status_counts[INVALID]), 4)
         if status_counts[VALID] + status_counts[INVALID] else None,
-        "labels_out": len(rows_out), "labels_by_kind": {k: len(v) for k, v in by_kind.items()},
+        "labels_out": labels_out, "labels_by_kind": by_kind,
         # chains read = valid + invalid + skipped (an unknown status would break this), labels = valid variants
-        "reconciled": len(rows_out) == expected and chains_read == sum(status_counts[k] for k in (VALID, INVALID,
+        "reconciled": labels_out == expected and chains_read == sum(status_counts[k] for k in (VALID, INVALID,
                                                                                                   SKIPPED)),
         "files": files, "seconds": round(time.time() - started, 3), "output": out_dir,
     }

@@ -307,3 +307,44 @@ def test_cli_seeds_to_labels_to_a_trained_scorer(ray_session, tiny_models, tmp_p
         "per_device_batch_size": 8, "epochs": 1, "max_length": 256, "save_every_epoch": False}), log=lambda *_: None)
     assert summary["rows"]["rows_used"] == labels["labels_out"]
     assert (tmp_path / "scorer" / "model" / "config.json").exists()
+
+
+def test_labels_stream_part_by_part_and_a_failure_leaves_no_partial_file(tmp_path, monkeypatch):
+    """Labels from three judged parts (one with no valid chain, one whose only operations are None) equal the
+    chains' valid variants in order; an error in a later part leaves no labels file behind."""
+    from deita_ray import labels_job
+    from deita_ray.io.writer import write_part
+
+    def chain(i, mode, status, n):
+        return {"id": f"c{i}", "mode": mode, "instruction": f"Question {i}?", "variants": [f"v{i}.{r}" for r in range(n)],
+                "operations": [None] * n if i == 0 else [None] + ["deepen"] * (n - 1),
+                "scores": [1 + (i + r) % 6 for r in range(n)] if status == "valid" else None, "judge_status": status}
+
+    parts = [[chain(0, "complexity", "valid", 2)],
+             [chain(1, "quality", "invalid", 3), chain(2, "quality", "skipped", 1)],
+             [chain(3, "quality", "valid", 3), chain(4, "complexity", "valid", 4)]]
+    judged = tmp_path / "out" / "judged"
+    for k, rows in enumerate(parts):
+        write_part(pa.Table.from_pylist(rows), str(judged), f"part-{k}.parquet")
+    summary = labels_job.export_labels([str(tmp_path / "out")], str(tmp_path / "out"), report=False)
+    assert summary["reconciled"] and summary["chains_in"] == 5 and summary["labels_out"] == 2 + 3 + 4
+    assert summary["chains"] == {"valid": 3, "invalid": 1, "skipped": 1}
+    table = pq.read_table(tmp_path / "out" / "labels" / "labels.parquet").to_pylist()
+    assert [r["id"] for r in table] == ["c0/r0", "c0/r1", "c3/r0", "c3/r1", "c3/r2"] + [f"c4/r{r}" for r in range(4)]
+    assert table[1]["operation"] is None and table[3]["operation"] == "deepen"
+    complexity = [json.loads(line) for line in (tmp_path / "out" / "labels" / "complexity.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in complexity] == ["c0/r0", "c0/r1"] + [f"c4/r{r}" for r in range(4)]
+    assert complexity[2]["conversations"][1]["value"] == str(table[5]["score"])
+
+    real_label_rows = labels_job.judge.label_rows
+
+    def failing(mode, seed_id, *args):
+        if seed_id == "c3":
+            raise RuntimeError("disk gone")
+        return real_label_rows(mode, seed_id, *args)
+
+    monkeypatch.setattr(labels_job.judge, "label_rows", failing)
+    again = tmp_path / "again"
+    with pytest.raises(RuntimeError, match="disk gone"):
+        labels_job.export_labels([str(tmp_path / "out")], str(again), report=False)
+    assert not (again / "labels").exists() or not any((again / "labels").iterdir())  # no file, no temporary

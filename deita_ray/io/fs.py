@@ -108,20 +108,20 @@ def write_json(url: str, obj) -> str:
     return write_text(url, json.dumps(obj, indent=2, default=str))
 
 
-def open_for_write(url: str):
-    """A text file object whose content appears at `url` only when closed without error
-    (streamed outputs such as selected.jsonl)."""
-    return _AtomicTextWriter(url)
+def open_for_write(url: str, binary: bool = False):
+    """A file object whose content appears at `url` only when closed without error (streamed outputs
+    such as selected.jsonl; binary for a streamed Parquet file: hand `.file` to the Parquet writer)."""
+    return _AtomicWriter(url, binary)
 
 
-class _AtomicTextWriter:
-    def __init__(self, url: str):
+class _AtomicWriter:
+    def __init__(self, url: str, binary: bool = False):
         self.fs, self.path = url_to_fs(url)
         parent = posixpath.dirname(self.path)
         if parent:
             self.fs.makedirs(parent, exist_ok=True)
         self.temporary = posixpath.join(parent, f"_{posixpath.basename(self.path)}.{uuid.uuid4().hex[:8]}.inprogress")
-        self.file = self.fs.open(self.temporary, "w", encoding="utf-8")
+        self.file = self.fs.open(self.temporary, "wb") if binary else self.fs.open(self.temporary, "w", encoding="utf-8")
 
     def write(self, text: str) -> int:
         return self.file.write(text)
