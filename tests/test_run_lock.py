@@ -53,6 +53,29 @@ def test_a_live_holder_elsewhere_is_respected(tmp_path):
         RunLock(str(tmp_path)).acquire()
 
 
+def test_a_holder_whose_lock_is_taken_over_stops(tmp_path):
+    """A run that stalled, was presumed dead and taken over must stop, not go on writing beside the new one."""
+    script = ("import sys, time\n"
+              "from deita_ray.runner import lock\n"
+              "lock.HEARTBEAT_S = 0.2\n"
+              "with lock.hold_output(sys.argv[1]):\n"
+              "    print('holding', flush=True)\n"
+              "    time.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        (tmp_path / "_run.lock").write_text(json.dumps({"host": "other-host", "pid": 7, "since": time.time(),
+                                                         "heartbeat": time.time(), "token": "newcomer"}))
+        started = time.time()
+        _, err = holder.communicate(timeout=60)
+    finally:
+        holder.kill()
+    assert holder.returncode != 0 and time.time() - started < 10
+    assert "OutputLocked" in err and "another run took this output over (host other-host, pid 7" in err
+    assert json.loads((tmp_path / "_run.lock").read_text())["token"] == "newcomer"  # the newcomer's lock is left alone
+
+
 def test_lock_works_on_a_filesystem_of_fsspec():
     with hold_output("memory://deita-lock-test/out"):
         with pytest.raises(OutputLocked):

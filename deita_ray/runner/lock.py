@@ -8,12 +8,16 @@ seconds. A lock whose heartbeat is older than STALE_S, or whose holder on this h
 alive, belongs to a run that died and is taken over. Object stores have no exclusive create, so
 acquisition writes its token, waits SETTLE_S and reads it back: of two runs racing, both read the
 same last writer, and only that one proceeds. Nested holds of one output in one process are free.
+A holder whose heartbeat finds another run's token in the lock (it stalled past STALE_S and was
+presumed dead) stops at once: two runs must never write one output. The heartbeat interrupts the
+main thread, and the hold ends in OutputLocked naming the run that took over.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+import signal
 import socket
 import threading
 import time
@@ -72,7 +76,8 @@ class RunLock:
         self.since = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.taken_over: dict | None = None
+        self.taken_over: dict | None = None  # the stale lock this run took over, if any
+        self.lost_to: dict | None = None      # the run that took this one's lock over, if any
 
     def _record(self) -> dict:
         return {"host": socket.gethostname(), "pid": os.getpid(), "since": self.since, "heartbeat": time.time(),
@@ -99,7 +104,12 @@ class RunLock:
             try:
                 current = fs.read_json(self.path)
                 if current and current.get("token") != self.token:
-                    return  # taken over (we were presumed dead): stop writing; the other run owns it
+                    # Taken over (we were presumed dead): stop writing, and stop the run itself.
+                    self.lost_to = current
+                    # A real SIGINT to the main thread: it also wakes a blocking call (interrupt_main
+                    # would only be seen at the next bytecode).
+                    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                    return
                 fs.write_json(self.path, self._record())
             except Exception:  # a missed beat is not fatal; STALE_S allows several
                 continue
@@ -128,6 +138,12 @@ def hold_output(output: str):
     _held[key] = 1
     try:
         yield lock
+    except KeyboardInterrupt:
+        if lock.lost_to is not None:
+            raise OutputLocked(f"{output}: another run took this output over ({describe(lock.lost_to)}) after this "
+                               f"one's heartbeat stalled for over {STALE_S:g} s; this run stopped so that the two "
+                               f"do not write one output") from None
+        raise
     finally:
         _held.pop(key, None)
         lock.release()
