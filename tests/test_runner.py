@@ -75,3 +75,17 @@ def test_a_stage_reads_upstream_parts_as_they_are(mode, request, scored, tiny_mo
     for sid, row in upstream.items():  # every upstream column arrives untouched, the stage's own are added
         assert {k: probed[sid][k] for k in row} == row
         assert probed[sid]["embedding"] is not None and "embed_tokens" in probed[sid]
+
+
+def test_resuming_with_another_read_chunk_size_counts_every_row_once(tiny_models, pool_dir, tmp_path):
+    """Read counts and the reader's quarantine are rewritten by a resumed run, not added to: with another
+    chunk size the read tasks have other names, and the old parts would otherwise count twice."""
+    manifest = json.loads((pool_dir / "_manifest.json").read_text())
+    common = dict(inputs=[str(pool_dir)], output=str(tmp_path / "out"), batch_rows=64, **_scorers(tiny_models))
+    first = score_local(ScoreJobConfig(**common))
+    tasks_before = len(list((tmp_path / "out" / "read_stats").glob("*.parquet")))
+    again = score_local(ScoreJobConfig(**common, chunk_bytes=4096, resume=True))
+    for summary in (first, again):
+        assert summary["reconciled"] and summary["rows_in"] == manifest["rows"]
+        assert summary["rows_quarantined"] == manifest["malformed"] and summary["rows_out"] == manifest["samples"]
+    assert len(list((tmp_path / "out" / "read_stats").glob("*.parquet"))) > tasks_before  # the JSONL files were split

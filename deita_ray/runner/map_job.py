@@ -93,10 +93,13 @@ def prepare_output(layout: StageLayout, overwrite: bool, resume: bool = False) -
     Returns how many samples a resumed run will skip."""
     fs.remove(layout.done_ids)
     if resume:
-        for leftover in fs.list_files(layout.out, ".inprogress"):  # a part whose writer died: never complete
-            fs.remove(fs.url_to_fs(layout.out)[0].unstrip_protocol(leftover) if "://" in layout.out else leftover)
-        for part in transient_parts(layout.quarantine):  # retried now: drop them so nothing counts twice
-            fs.remove(fs.url_to_fs(layout.quarantine)[0].unstrip_protocol(part) if "://" in layout.quarantine else part)
+        _remove(layout.out, fs.list_files(layout.out, ".inprogress"))  # a part whose writer died: never complete
+        # Dropped, since this run writes them again, so that nothing counts twice: transient failures (retried
+        # now), and what the reader wrote (every read task re-reads; with another chunk size its parts would
+        # have other names and the old ones would stay beside them).
+        reader_parts = [p for p in list_parts(layout.quarantine) if posixpath.basename(p).startswith("read-")]
+        _remove(layout.quarantine, sorted(set(transient_parts(layout.quarantine)) | set(reader_parts)))
+        _remove(layout.read_stats, list_parts(layout.read_stats))
         keys = ["id", "source", "position"]
         done = [t for t in (_key_columns(layout.parts), _key_columns(layout.quarantine, own_stage=True)) if t is not None]
         done = pa.concat_tables([t.select(keys) for t in done]) if done else None
@@ -108,6 +111,12 @@ def prepare_output(layout: StageLayout, overwrite: bool, resume: bool = False) -
     for directory in (layout.out, layout.quarantine, layout.read_stats, *layout.sides):
         clear_directory(directory)
     return 0
+
+
+def _remove(directory: str, paths: list[str]) -> None:
+    """Remove files listed under `directory` (listings of object stores come without their protocol)."""
+    for path in paths:
+        fs.remove(fs.url_to_fs(directory)[0].unstrip_protocol(path) if "://" in directory else path)
 
 
 def _key_columns(directory: str, own_stage: bool = False) -> pa.Table | None:
