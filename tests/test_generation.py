@@ -125,16 +125,13 @@ def test_hf_chains_do_not_depend_on_the_batch(generator):
 
 
 @pytest.mark.vllm
-def test_vllm_async_chains_equal_the_batched_path_and_a_stuck_request_times_out(tiny_models):
+def test_vllm_async_chains_equal_the_batched_path_and_a_stuck_request_times_out(vllm_generator):
     """vLLM's async engine (every chain on its own) gives the chains one batched `generate` per round gives,
     token for token (per-request seeds); a request that outlives request_timeout is aborted and its chain
     fails as transient, and the engine goes on serving."""
-    pytest.importorskip("vllm")
-    from deita_ray.engines.vllm import VLLMEngine
     from deita_ray.io.quarantine import CLASS, REASON, TRANSIENT
 
-    config = LLMConfig(model=str(tiny_models["generator"]), engine="vllm", max_length=512)
-    engine = VLLMEngine(config)
+    config, engine = vllm_generator
 
     class GenerateOnly:  # the same engine without `submit`: EvolveStage takes its batched path
         def __init__(self, inner):
@@ -158,7 +155,7 @@ def test_vllm_async_chains_equal_the_batched_path_and_a_stuck_request_times_out(
         again = engine.submit("Name a river.", Sampling(max_new_tokens=4)).result(timeout=60)
         assert again.token_ids  # the aborted requests left the engine serving
     finally:
-        engine.close()
+        engine._async.timeout = config.request_timeout
 
 
 def _judge_input(mode, chains):
@@ -246,23 +243,32 @@ def test_judge_methods_per_engine():
         build(JudgeSection, {"model": "m", "engine": "hf", "method": "regex"}, "judge")
 
 
-@pytest.mark.vllm
-def test_vllm_judge_is_regex_constrained_and_always_parses(tiny_models):
+@pytest.fixture(scope="module")
+def vllm_generator(tiny_models):
+    """One vLLM engine on the tiny generator for this module's vLLM tests (each engine start costs ~10 s here)."""
     pytest.importorskip("vllm")
-    stage = JudgeStage(LLMConfig(model=str(tiny_models["generator"]), engine="vllm", max_length=512))
+    from deita_ray.engines.vllm import VLLMEngine
+
+    config = LLMConfig(model=str(tiny_models["generator"]), engine="vllm", max_length=512)
+    engine = VLLMEngine(config)
+    yield config, engine
+    engine.close()
+
+
+@pytest.mark.vllm
+def test_vllm_judge_is_regex_constrained_and_always_parses(vllm_generator):
+    config, engine = vllm_generator
+    stage = JudgeStage(config, engine=engine)
     assert stage.method == "regex"
-    try:
-        stage.setup()
-        sampled = stage.engine.generate([judge.judge_prompt("quality", CHAINS[1], "Why?")],
-                                        Sampling(temperature=1.0, max_new_tokens=200, seed=3,
-                                                 regex=judge.judgement_regex("quality", 6)))
-        assert judge.parse_judgement("quality", sampled[0].text, 6)[0] is not None  # even sampling stays in format
-        for mode in ("complexity", "quality"):
-            out = stage(_judge_input(mode, CHAINS)).to_pylist()
-            assert [r["judge_status"] for r in out] == ["valid", "valid", "skipped"], out
-            assert all(r["judgement"] == judge.judgement_text(mode, r["scores"]) for r in out[:2])
-    finally:
-        stage.teardown()
+    stage.setup()
+    sampled = stage.engine.generate([judge.judge_prompt("quality", CHAINS[1], "Why?")],
+                                    Sampling(temperature=1.0, max_new_tokens=200, seed=3,
+                                             regex=judge.judgement_regex("quality", 6)))
+    assert judge.parse_judgement("quality", sampled[0].text, 6)[0] is not None  # even sampling stays in format
+    for mode in ("complexity", "quality"):
+        out = stage(_judge_input(mode, CHAINS)).to_pylist()
+        assert [r["judge_status"] for r in out] == ["valid", "valid", "skipped"], out
+        assert all(r["judgement"] == judge.judgement_text(mode, r["scores"]) for r in out[:2])
 
 
 def test_cli_seeds_to_labels_to_a_trained_scorer(ray_session, tiny_models, tmp_path, capsys):

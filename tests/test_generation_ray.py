@@ -60,21 +60,38 @@ def test_actor_killed_mid_generation_changes_nothing(ray_session, tiny_models, p
     assert _rows(tmp_path / "killed" / "evolved", CHAIN_COLUMNS) == _rows(tmp_path / "clean" / "evolved", CHAIN_COLUMNS)
 
 
-@pytest.mark.parametrize("command", ["evolve", "judge"])
-def test_sigkilled_run_resumes_at_the_seed_level(ray_session, tiny_models, pool_dir, tmp_path, command):
-    gen = ["--model", str(tiny_models["generator"]), "--max-new-tokens", "32", "--rounds", "3", "--batch-rows", "8",
-           "--local"]
-    clean = tmp_path / "clean"
+def _generation_args(tiny_models):
+    return ["--model", str(tiny_models["generator"]), "--max-new-tokens", "32", "--rounds", "3", "--batch-rows", "8",
+            "--local"]
+
+
+def _judge_args(tiny_models, evolved):
+    return ["judge", str(evolved), "--model", str(tiny_models["scorer-complexity"]), "--max-length", "512",
+            "--batch-rows", "8", "--local"]
+
+
+@pytest.fixture(scope="module")
+def clean_generation(tiny_models, pool_dir, tmp_path_factory):
+    """One undisturbed evolve and judge, the result both resume tests must reach."""
     from deita_ray.cli import main
 
-    assert main(["evolve", str(pool_dir), "-o", str(clean), *gen]) == 0
+    clean = tmp_path_factory.mktemp("clean-generation")
+    assert main(["evolve", str(pool_dir), "-o", str(clean), *_generation_args(tiny_models)]) == 0
+    args = _judge_args(tiny_models, clean / "evolved")
+    assert main([*args[:2], "-o", str(clean), *args[2:]]) == 0
+    return clean
+
+
+@pytest.mark.parametrize("command", ["evolve", "judge"])
+def test_sigkilled_run_resumes_at_the_seed_level(ray_session, tiny_models, pool_dir, tmp_path, clean_generation,
+                                                 command):
+    from deita_ray.cli import main
+
+    clean = clean_generation
     if command == "evolve":
-        args, out_dir = ["evolve", str(pool_dir), *gen], "evolved"
+        args, out_dir = ["evolve", str(pool_dir), *_generation_args(tiny_models)], "evolved"
     else:
-        args = ["judge", str(clean / "evolved"), "--model", str(tiny_models["scorer-complexity"]), "--max-length",
-                "512", "--batch-rows", "8", "--local"]
-        out_dir = "judged"
-        assert main([*args[:2], "-o", str(clean), *args[2:]]) == 0
+        args, out_dir = _judge_args(tiny_models, clean / "evolved"), "judged"
     killed = tmp_path / "killed"
     parts = lambda: list((killed / out_dir).glob("*.parquet")) if (killed / out_dir).exists() else []  # noqa: E731
     run_and_kill([*args[:2], "-o", str(killed), *args[2:]], lambda: len(parts()) >= 3, cwd=tmp_path)

@@ -45,8 +45,10 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
     env = dict(os.environ, PATH=f"{ray_bin.parent}:{os.environ['PATH']}", RAY_AUTH_MODE="token")
     env.pop("RAY_ADDRESS", None)
     out = tmp_path / "out"
-    # The whole recipe (seeds -> Evol -> judge -> scorers -> score -> embed -> select -> SFT -> DPO) as one job.
+    # The whole recipe (seeds -> Evol -> judge -> scorers -> score -> embed -> select -> SFT -> DPO) as one job;
+    # Evol Complexity only (test_recipe runs both modes in-process): what is tested here is the submission.
     recipe = ["recipe-quickstart", f"--set=output={out}", f"--set=models_dir={tiny_models['generator'].parent}",
+              "--set=generation.modes=[complexity]",
               *[f"--set={name}.dir={tmp_path / name}" for name in ("sample_seeds", "sample_pool", "sample_preferences")],
               f"--set=dpo.data=[{tmp_path / 'sample_preferences'}]"]
     # Every port of our head is a free one: the test run's own Ray may already hold the defaults
@@ -76,7 +78,8 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
 
         submit("python", "-m", "deita_ray.cli", "run", *recipe)
         stages = json.loads((out / "run_stats.json").read_text())["stages"]
-        assert all(s["reconciled"] for s in stages.values()) and len(stages) == 13
+        assert all(s["reconciled"] for s in stages.values()) and len(stages) == 9
+        assert list(stages)[:4] == ["evolve_complexity", "judge_complexity", "labels_complexity", "scorer_complexity"]
         assert stages["select"]["rows_out"] == 100 and (out / "dpo" / "model" / "config.json").exists()
         assert len((out / "selection" / "selected.jsonl").read_text().splitlines()) == 100
         # Then train on the selection, as a second job on the same cluster (2 Ray Train workers).
