@@ -71,6 +71,25 @@ def _run(config_path, cwd, env):
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
+def test_two_runs_racing_for_an_output_on_s3_get_it_once(s3_env, monkeypatch):
+    """On S3 the free output is claimed by a conditional PUT (If-None-Match), so a run that read "no lock"
+    an instant before another created it is refused, not let in beside it."""
+    from test_run_lock import race_against
+
+    from deita_ray.runner.lock import OutputLocked, RunLock, hold_output
+
+    output = f"s3://{BUCKET}/race"
+    with hold_output(output) as holder:
+        race_against(monkeypatch)
+        with pytest.raises(OutputLocked, match="that started at the same moment"):
+            RunLock(output).acquire()
+        monkeypatch.undo()
+        from deita_ray.io import fs
+
+        assert fs.read_json(f"{output}/_run.lock")["token"] == holder.token  # the holder's record, whole
+    assert not fs.exists(f"{output}/_run.lock")
+
+
 def test_run_on_s3_keeps_its_records_there_and_resumes_after_sigkill(s3_env, ray_session, tiny_models, pool_dir,
                                                                       tmp_path):
     import s3fs

@@ -108,6 +108,23 @@ def write_json(url: str, obj) -> str:
     return write_text(url, json.dumps(obj, indent=2, default=str))
 
 
+def create_exclusive(url: str, data: bytes) -> bool:
+    """Write `url` only if it does not exist, atomically with respect to other writers: True if this call
+    created it, False if it was there. Local disks use O_EXCL, object stores a conditional PUT (S3's
+    If-None-Match). NotImplementedError where the filesystem cannot promise it."""
+    filesystem, path = url_to_fs(url)
+    parent = posixpath.dirname(path)
+    if parent:
+        filesystem.makedirs(parent, exist_ok=True)
+    try:
+        filesystem.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    except (TypeError, ValueError) as exc:  # an fsspec filesystem without exclusive create
+        raise NotImplementedError(f"{type(filesystem).__name__} has no exclusive create: {exc}") from exc
+    return True
+
+
 def open_for_write(url: str, binary: bool = False):
     """A file object whose content appears at `url` only when closed without error (streamed outputs
     such as selected.jsonl; binary for a streamed Parquet file: hand `.file` to the Parquet writer)."""

@@ -5,9 +5,11 @@
 
 The holder rewrites `<output>/_run.lock` (host, pid, since, heartbeat, token) every HEARTBEAT_S
 seconds. A lock whose heartbeat is older than STALE_S, or whose holder on this host is no longer
-alive, belongs to a run that died and is taken over. Object stores have no exclusive create, so
-acquisition writes its token, waits SETTLE_S and reads it back: of two runs racing, both read the
-same last writer, and only that one proceeds. Nested holds of one output in one process are free.
+alive, belongs to a run that died and is taken over. A free output is claimed by an exclusive
+create (O_EXCL on disk, a conditional PUT on S3), so of two runs starting together exactly one gets
+it. Taking over a dead run's lock cannot be exclusive (the file exists): the taker writes its token,
+waits SETTLE_S and reads it back, and only the last writer proceeds; filesystems without exclusive
+create use that path too. Nested holds of one output in one process are free.
 A holder whose heartbeat finds another run's token in the lock (it stalled past STALE_S and was
 presumed dead) stops at once: two runs must never write one output. The heartbeat interrupts the
 main thread, and the hold ends in OutputLocked naming the run that took over.
@@ -15,6 +17,7 @@ main thread, and the hold ends in OutputLocked naming the run that took over.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import signal
@@ -83,18 +86,40 @@ class RunLock:
         return {"host": socket.gethostname(), "pid": os.getpid(), "since": self.since, "heartbeat": time.time(),
                 "token": self.token}
 
+    def _read(self) -> dict | None:
+        """The lock's record; one written this instant by an exclusive create may not be complete yet."""
+        for attempt in range(3):
+            try:
+                return fs.read_json(self.path)
+            except ValueError:
+                time.sleep(SETTLE_S)
+        # Still unreadable after a moment: not a write in progress but a broken file, so no live holder.
+        return {"host": "unknown (unreadable lock file)", "pid": "?", "since": 0, "heartbeat": 0}
+
+    def _refuse(self, current: dict, when: str = "") -> OutputLocked:
+        return OutputLocked(f"{self.output} is in use by another run ({describe(current)}){when}; wait for it to end "
+                            f"or use another output")
+
     def acquire(self) -> "RunLock":
-        current = fs.read_json(self.path)
-        if current and current.get("token") != self.token and not _stale(current, time.time()):
-            raise OutputLocked(f"{self.output} is in use by another run ({describe(current)}); wait for it to end "
-                               f"or use another output")
+        current = self._read()
+        if current is None:
+            try:
+                if fs.create_exclusive(self.path, json.dumps(self._record()).encode()):
+                    return self._start_heartbeat()
+                raise self._refuse(self._read() or {}, " that started at the same moment")
+            except NotImplementedError:
+                pass  # no exclusive create here: claim it by write, settle, read back
+        elif current.get("token") != self.token and not _stale(current, time.time()):
+            raise self._refuse(current)
         self.taken_over = current
         fs.write_json(self.path, self._record())
         time.sleep(SETTLE_S)
-        winner = fs.read_json(self.path)
+        winner = self._read()
         if not winner or winner.get("token") != self.token:
-            raise OutputLocked(f"{self.output} is in use by another run ({describe(winner or {})}) that started "
-                               f"at the same moment")
+            raise self._refuse(winner or {}, " that started at the same moment")
+        return self._start_heartbeat()
+
+    def _start_heartbeat(self) -> "RunLock":
         self._thread = threading.Thread(target=self._beat, name="deita-ray-run-lock", daemon=True)
         self._thread.start()
         return self
