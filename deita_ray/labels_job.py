@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from deita_ray.io import fs
-from deita_ray.io.writer import list_parts
+from deita_ray.io.writer import clear_directory, list_parts
 from deita_ray.prompts import judge
 from deita_ray.runner.layout import LAYOUTS, labels_dir
 from deita_ray.stages.judge import INVALID, SKIPPED, VALID
@@ -63,6 +63,7 @@ def export_labels(inputs: list[str], output: str, overwrite: bool = False, repor
     if list_parts(out_dir) or fs.exists(posixpath.join(out_dir, "labels.parquet")):
         if not overwrite:
             raise FileExistsError(f"{out_dir} already holds labels; pass --overwrite to replace them")
+    clear_directory(out_dir)  # a kind that gets no labels this time must not keep the last run's file
     status_counts = {VALID: 0, INVALID: 0, SKIPPED: 0}
     by_kind: dict[str, int] = {}
     labels_out, expected, chains_read = 0, 0, 0

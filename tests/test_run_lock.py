@@ -109,6 +109,52 @@ def test_a_broken_lock_file_is_taken_over(tmp_path):
         lock.release()
 
 
+def test_exclusive_create_on_local_disk_lets_exactly_one_writer_in(tmp_path):
+    import threading
+
+    from deita_ray.io import fs
+
+    barrier, won = threading.Barrier(8), []
+
+    def claim(i):
+        barrier.wait()
+        won.append(fs.create_exclusive(str(tmp_path / "claim" / "lock"), f"writer {i}".encode()))
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(won) == [False] * 7 + [True]
+    assert (tmp_path / "claim" / "lock").read_text().startswith("writer ")  # whole, never half-written
+    assert [p.name for p in (tmp_path / "claim").iterdir()] == ["lock"]  # no temporary left behind
+
+
+def test_a_taken_over_holder_on_another_thread_exits(tmp_path):
+    """Held from a thread that is not the main one (no signal handler there), the run still stops: the
+    process exits once the grace period has passed."""
+    script = ("import sys, threading, time\n"
+              "from deita_ray.runner import lock\n"
+              "lock.HEARTBEAT_S, lock.LOST_GRACE_S = 0.2, 0.5\n"
+              "def hold():\n"
+              "    with lock.hold_output(sys.argv[1]):\n"
+              "        print('holding', flush=True)\n"
+              "        time.sleep(120)\n"
+              "holder = threading.Thread(target=hold)\n"
+              "holder.start()\n"
+              "holder.join()\n")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        (tmp_path / "_run.lock").write_text(json.dumps({"host": "other-host", "pid": 7, "since": time.time(),
+                                                         "heartbeat": time.time(), "token": "newcomer"}))
+        _, err = holder.communicate(timeout=60)
+    finally:
+        holder.kill()
+    assert holder.returncode == 75 and "another run took this output over (host other-host, pid 7" in err
+
+
 def test_lock_works_on_a_filesystem_of_fsspec():
     with hold_output("memory://deita-lock-test/out"):
         with pytest.raises(OutputLocked):

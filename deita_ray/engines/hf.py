@@ -74,7 +74,7 @@ class HFEngine:
         dtype = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
         # Loaded straight onto the device (a 13B model need not pass through host memory first).
         self.model = AutoModelForCausalLM.from_pretrained(
-            config.model, dtype=dtype, device_map=load_device_map(self.device), **config.extra).eval()
+            config.model, **{"dtype": dtype, "device_map": load_device_map(self.device), **config.extra}).eval()
         self._tokenizer = None
         model_config = AutoConfig.from_pretrained(config.model)
         native = getattr(model_config, "max_position_embeddings", None) or 2048

@@ -205,16 +205,19 @@ class AsyncRunner:
     async def _one(self, prompt, params) -> Generation:
         import asyncio
 
-        final = None
+        async def run():
+            final = None
+            async for output in self.engine.generate(prompt, params, request_id=uuid.uuid4().hex):
+                final = output
+            return final
+
         async with self.limit:
             # The clock starts once the request is admitted (queueing behind our own limit is not the
             # engine's fault). On expiry the cancellation makes AsyncLLM abort the request, so a live but
             # stuck engine fails its chains (transient: a resumed run retries them) instead of hanging.
             try:
-                async with asyncio.timeout(self.timeout):
-                    async for output in self.engine.generate(prompt, params, request_id=uuid.uuid4().hex):
-                        final = output
-            except TimeoutError:
+                final = await asyncio.wait_for(run(), self.timeout)
+            except asyncio.TimeoutError:
                 raise TimeoutError(f"vLLM: no answer within {self.timeout:g} s (request_timeout); the request was "
                                    "aborted") from None
         return _generation(final)

@@ -12,7 +12,9 @@ half a file (on object stores a single PUT is already all-or-nothing; the rename
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import posixpath
 import uuid
 
@@ -108,20 +110,44 @@ def write_json(url: str, obj) -> str:
     return write_text(url, json.dumps(obj, indent=2, default=str))
 
 
+# Filesystems whose pipe_file(mode="create") is a real conditional write (s3fs: If-None-Match; memory:
+# one process). fsspec's generic version checks exists() and then writes: not exclusive.
+_EXCLUSIVE_CREATE = {"s3", "s3a", "memory"}
+
+
 def create_exclusive(url: str, data: bytes) -> bool:
     """Write `url` only if it does not exist, atomically with respect to other writers: True if this call
-    created it, False if it was there. Local disks use O_EXCL, object stores a conditional PUT (S3's
-    If-None-Match). NotImplementedError where the filesystem cannot promise it."""
+    created it, False if it was there. Local disks: a complete temporary file hard-linked into place
+    (link fails if the name exists); S3: a conditional PUT. NotImplementedError elsewhere."""
     filesystem, path = url_to_fs(url)
+    protocols = {filesystem.protocol} if isinstance(filesystem.protocol, str) else set(filesystem.protocol)
     parent = posixpath.dirname(path)
+    if is_local(url):
+        os.makedirs(parent or ".", exist_ok=True)
+        temporary = posixpath.join(parent, f"_{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.inprogress")
+        with open(temporary, "wb") as f:
+            f.write(data)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:  # a filesystem without hard links
+            raise NotImplementedError(f"no hard links at {parent}: {exc}") from exc
+        finally:
+            os.remove(temporary)
+        return True
+    if not protocols & _EXCLUSIVE_CREATE:
+        raise NotImplementedError(f"{type(filesystem).__name__} has no exclusive create")
     if parent:
         filesystem.makedirs(parent, exist_ok=True)
     try:
         filesystem.pipe_file(path, data, mode="create")
     except FileExistsError:
         return False
-    except (TypeError, ValueError) as exc:  # an fsspec filesystem without exclusive create
-        raise NotImplementedError(f"{type(filesystem).__name__} has no exclusive create: {exc}") from exc
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:  # S3's 409 ConditionalRequestConflict: another writer at the same moment
+            return False
+        raise
     return True
 
 

@@ -11,8 +11,9 @@ it. Taking over a dead run's lock cannot be exclusive (the file exists): the tak
 waits SETTLE_S and reads it back, and only the last writer proceeds; filesystems without exclusive
 create use that path too. Nested holds of one output in one process are free.
 A holder whose heartbeat finds another run's token in the lock (it stalled past STALE_S and was
-presumed dead) stops at once: two runs must never write one output. The heartbeat interrupts the
-main thread, and the hold ends in OutputLocked naming the run that took over.
+presumed dead) stops at once: two runs must never write one output. The heartbeat signals the main
+thread, whose hold ends in OutputLocked naming the run that took over (a process that has not
+stopped LOST_GRACE_S later exits).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import posixpath
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -33,6 +35,11 @@ from deita_ray.io import fs
 HEARTBEAT_S = 5.0
 STALE_S = 30.0
 SETTLE_S = 0.5
+# A run whose lock was taken over is stopped by this signal (not SIGINT: Ray Train installs its own SIGINT
+# handler in the driver and keeps it), and exits outright if it is still running LOST_GRACE_S later.
+LOST_SIGNAL = signal.SIGUSR2
+LOST_GRACE_S = 30.0
+LOST_EXIT_CODE = 75
 _held: dict[str, int] = {}
 
 
@@ -81,6 +88,7 @@ class RunLock:
         self._thread: threading.Thread | None = None
         self.taken_over: dict | None = None  # the stale lock this run took over, if any
         self.lost_to: dict | None = None      # the run that took this one's lock over, if any
+        self.signal_installed = False         # hold_output's handler for LOST_SIGNAL is in place
 
     def _record(self) -> dict:
         return {"host": socket.gethostname(), "pid": os.getpid(), "since": self.since, "heartbeat": time.time(),
@@ -102,17 +110,22 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         current = self._read()
+        created = False
         if current is None:
             try:
-                if fs.create_exclusive(self.path, json.dumps(self._record()).encode()):
-                    return self._start_heartbeat()
-                raise self._refuse(self._read() or {}, " that started at the same moment")
+                created = fs.create_exclusive(self.path, json.dumps(self._record()).encode())
             except NotImplementedError:
                 pass  # no exclusive create here: claim it by write, settle, read back
+            else:
+                if not created:
+                    raise self._refuse(self._read() or {}, " that started at the same moment")
         elif current.get("token") != self.token and not _stale(current, time.time()):
             raise self._refuse(current)
-        self.taken_over = current
-        fs.write_json(self.path, self._record())
+        if not created:
+            self.taken_over = current
+            fs.write_json(self.path, self._record())
+        # Read back after a moment even after an exclusive create: an S3-compatible store that ignores
+        # If-None-Match would otherwise let two runs in.
         time.sleep(SETTLE_S)
         winner = self._read()
         if not winner or winner.get("token") != self.token:
@@ -129,15 +142,28 @@ class RunLock:
             try:
                 current = fs.read_json(self.path)
                 if current and current.get("token") != self.token:
-                    # Taken over (we were presumed dead): stop writing, and stop the run itself.
-                    self.lost_to = current
-                    # A real SIGINT to the main thread: it also wakes a blocking call (interrupt_main
-                    # would only be seen at the next bytecode).
-                    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                    self._lost(current)
                     return
                 fs.write_json(self.path, self._record())
             except Exception:  # a missed beat is not fatal; STALE_S allows several
                 continue
+
+    def _lost(self, current: dict) -> None:
+        """Taken over (this run was presumed dead): stop writing, and stop the run itself. The hold's
+        signal handler raises OutputLocked in the main thread (a real signal also wakes a blocking
+        call); if the run has not stopped within LOST_GRACE_S (no handler: held from another thread;
+        or the exception was swallowed), the process exits, since two runs must not write one output."""
+        self.lost_to = current
+        print(f"deita-ray: {self.lost_message()}", file=sys.stderr, flush=True)
+        if self.signal_installed:
+            signal.pthread_kill(threading.main_thread().ident, LOST_SIGNAL)
+        if not self._stop.wait(LOST_GRACE_S):
+            os._exit(LOST_EXIT_CODE)
+
+    def lost_message(self) -> str:
+        return (f"{self.output}: another run took this output over ({describe(self.lost_to or {})}) after this "
+                f"one's heartbeat stalled for over {STALE_S:g} s; this run stops so that the two do not write one "
+                f"output")
 
     def release(self) -> None:
         self._stop.set()
@@ -159,16 +185,23 @@ def hold_output(output: str):
         finally:
             _held[key] -= 1
         return
-    lock = RunLock(output).acquire()
-    _held[key] = 1
+    lock = RunLock(output)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_lost(signum, frame):
+            if lock.lost_to is not None:
+                raise OutputLocked(lock.lost_message())
+
+        previous = signal.signal(LOST_SIGNAL, on_lost)
+        lock.signal_installed = True
     try:
-        yield lock
-    except KeyboardInterrupt:
-        if lock.lost_to is not None:
-            raise OutputLocked(f"{output}: another run took this output over ({describe(lock.lost_to)}) after this "
-                               f"one's heartbeat stalled for over {STALE_S:g} s; this run stopped so that the two "
-                               f"do not write one output") from None
-        raise
+        lock.acquire()
+        _held[key] = 1
+        try:
+            yield lock
+        finally:
+            _held.pop(key, None)
+            lock.release()
     finally:
-        _held.pop(key, None)
-        lock.release()
+        if previous is not None:
+            signal.signal(LOST_SIGNAL, previous)
