@@ -12,16 +12,19 @@ by the project's real loading code; nothing is downloaded. Parts, each side by s
           the reference Deita behaviour (one prompt at a time, 2-token generate), LLaMA-2 7B and 13B shapes:
           prompts/s, tokens/s, the ratio, the largest score difference, MFU.
   embed   7B shape, last-token pooling, 2,048-token cap: samples/s, tokens/s, MFU.
-  filter  the Repr Filter at N = 1M, d = 4096, budget 10K on the torch CUDA kept index against the CPU path
-          (FAISS when installed, else torch on the CPU): identical kept ids, time, fraction of the float32 peak.
-          The pool is clustered with fewer clusters than the budget, so every candidate is visited (the most
-          work the filter can be asked at this N and budget).
+  filter  the Repr Filter at N = 1M, d = 4096, budget 10K on the torch CUDA kept index; then the first 200K
+          candidates of the selection order on it and on the CPU path (FAISS when installed, else torch on the
+          CPU), side by side: identical kept ids (also with the full run's, inside that prefix), times, the
+          fraction of the float32 peak, and the time spent inside the index (the rest is host work). The pool
+          is clustered with fewer clusters than the budget, so every candidate is visited (the most work the
+          filter can be asked at this N and budget).
   train   SFT steps of a ~1B (TinyLlama) shape in bf16 through the project's trainer builder
           (`deita_ray.train.worker.build_trainer`, the function Ray Train workers run), and under DeepSpeed
           ZeRO-2 when deepspeed imports: steady-state tokens/s and MFU.
 Each part writes benchmarks/results/gpu/<part>.json (with the command line and versions) and prints a line.
 FLOPs counted: forward 2*params*tokens over the transformer body plus causal attention (2*layers*hidden*L^2
-per sequence), the LM head once per prompt when only the last position is read; training 3x forward.
+per sequence), the LM head where logits are read; the scorer's shared template prefix once per batch (as
+run); the reference's LM head once per generated token; training 3x forward. Scoring uses distinct pairs.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-PARTS = ["peak", "score", "embed", "filter", "train"]
+# embed first (it builds the 7B that score then reuses and deletes); filter, the longest, last.
+PARTS = ["peak", "embed", "score", "train", "filter"]
 LLAMA_SHAPES = {  # name: hidden, layers, heads, kv heads, intermediate, vocab
     "llama2-7b": dict(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008, vocab=32000),
     "llama2-13b": dict(hidden=5120, layers=40, heads=40, kv_heads=40, intermediate=13824, vocab=32000),
@@ -49,13 +53,14 @@ LLAMA_SHAPES = {  # name: hidden, layers, heads, kv heads, intermediate, vocab
 }
 FULL = dict(score_shapes=["llama2-7b", "llama2-13b"], embed_shape="llama2-7b", train_shape="tinyllama-1.1b",
             samples=1000, reference_prompts=200, batch_size=64, peak_n=8192,
-            filter_n=1_000_000, filter_dim=4096, filter_budget=10_000, filter_clusters=9_000,
+            filter_n=1_000_000, filter_dim=4096, filter_budget=10_000, filter_clusters=9_000, filter_cpu_n=200_000,
             train_steps=30, train_batch=8, train_merge=12, max_length=2048)
 SMOKE = dict(score_shapes=["smoke"], embed_shape="smoke", train_shape="smoke",
              samples=40, reference_prompts=20, batch_size=16, peak_n=1024,
-             filter_n=20_000, filter_dim=64, filter_budget=500, filter_clusters=300,
+             filter_n=20_000, filter_dim=64, filter_budget=500, filter_clusters=300, filter_cpu_n=12_000,
              train_steps=6, train_batch=4, train_merge=2, max_length=512)
 TAU = 0.9
+BUILT = "_built"  # written after a model's save completes
 
 
 # ------------------------------------------------------------------ shared pieces
@@ -89,8 +94,9 @@ def build_random_llama(path: Path, shape: dict, device) -> Path:
 
     from deita_ray.tools.tiny_models import build_tokenizer
 
-    if (path / "config.json").exists():
+    if (path / BUILT).exists():  # a directory without the marker is a save that did not finish
         return path
+    shutil.rmtree(path, ignore_errors=True)
     tokenizer = build_tokenizer()
     config = LlamaConfig(vocab_size=max(shape["vocab"], len(tokenizer)), hidden_size=shape["hidden"],
                          intermediate_size=shape["intermediate"], num_hidden_layers=shape["layers"],
@@ -100,13 +106,13 @@ def build_random_llama(path: Path, shape: dict, device) -> Path:
                          tie_word_embeddings=False, initializer_range=0.1 if shape is LLAMA_SHAPES["smoke"] else 0.02)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(dtype)
+    with torch.device(device):  # initialised on the GPU, in bf16 from the start (13B: 26 GB, not 52 + 26)
+        model = LlamaForCausalLM._from_config(config, dtype=dtype)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    (path / BUILT).write_text("complete\n")
     del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    free(device)
     return path
 
 
@@ -127,7 +133,7 @@ def engine_dtype(device) -> str:
 # ------------------------------------------------------------------ parts
 
 def part_peak(device, opts: dict) -> dict:
-    """Measured matmul peaks (mean of 10 products after 3 warm-ups), in TFLOP/s."""
+    """Measured matmul peaks (products back to back for at least 0.5 s after 3 warm-ups), in TFLOP/s."""
     import torch
 
     n = opts["peak_n"]
@@ -139,11 +145,13 @@ def part_peak(device, opts: dict) -> dict:
             for _ in range(3):
                 a @ b
             sync(device)
-            t0 = time.perf_counter()
-            for _ in range(10):
-                a @ b
-            sync(device)
-        return 2.0 * n ** 3 * 10 / (time.perf_counter() - t0) / 1e12
+            t0, count = time.perf_counter(), 0
+            while count < 10 or time.perf_counter() - t0 < 0.5:  # long enough for the clocks to settle
+                for _ in range(10):
+                    a @ b
+                count += 10
+                sync(device)
+        return 2.0 * n ** 3 * count / (time.perf_counter() - t0) / 1e12
 
     result = {"n": n, "bf16_tflops": rate(torch.bfloat16, False), "fp32_tflops": rate(torch.float32, False)}
     if device.type == "cuda":
@@ -180,65 +188,92 @@ def free(device) -> None:
 
 
 def part_score(device, opts: dict, peak: dict, root: Path) -> dict:
-    from deita_ray.engines.base import EngineConfig
     from deita_ray.io.formats import turn_pairs
+
+    # Unique pairs: the scorer scores a repeated prompt once, so both sides get the same distinct prompts.
+    pairs = list(dict.fromkeys(p for conv in load_conversations(opts["samples"]) for p in turn_pairs(conv)))
+    cases = []
+    for name in opts["score_shapes"]:
+        try:
+            cases.append(score_case(name, pairs, device, opts, peak, root))
+        except Exception as exc:  # one shape failing (memory, disk) must not cost the other its result
+            import traceback
+
+            traceback.print_exc()
+            cases.append({"shape": name, "error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            shutil.rmtree(root / name, ignore_errors=True)  # 13B is 26 GB on disk
+            free(device)
+    return {"cases": cases, "batch_size": opts["batch_size"]}
+
+
+def score_case(name: str, pairs: list, device, opts: dict, peak: dict, root: Path) -> dict:
+    from deita_ray.engines.base import EngineConfig
     from deita_ray.prompts import quality_prompt
     from deita_ray.reference import ReferenceScorer
     from deita_ray.stages.score import TurnScorer
 
-    pairs = [p for conv in load_conversations(opts["samples"]) for p in turn_pairs(conv)]
-    cases = []
-    for name in opts["score_shapes"]:
-        shape = LLAMA_SHAPES[name]
-        path = build_random_llama(root / name, shape, device)
-        config = EngineConfig(model=str(path), engine="hf", dtype=engine_dtype(device), device=device.type,
-                              batch_size=opts["batch_size"], max_length=opts["max_length"])
-        scorer = TurnScorer("quality", config)
-        prompts = [quality_prompt(q, a) for q, a in pairs]
-        lengths = [len(scorer.tokenizer.encode(p)) for p in prompts]
-        scorer.score_pairs(pairs[:opts["batch_size"]])  # warm-up: allocator, kernels
-        sync(device)
-        t0 = time.perf_counter()
-        ours, truncated, _, reasons = scorer.score_pairs(pairs)
-        sync(device)
-        t_ours = time.perf_counter() - t0
-        del scorer
-        free(device)
+    shape = LLAMA_SHAPES[name]
+    path = build_random_llama(root / name, shape, device)
+    batch = opts["batch_size"]
+    config = EngineConfig(model=str(path), engine="hf", dtype=engine_dtype(device), device=device.type,
+                          batch_size=batch, max_length=opts["max_length"])
+    scorer = TurnScorer("quality", config)
+    ids, _ = scorer.build_prompts(pairs)
+    prefix = shared_prefix(ids)
+    scorer.score_pairs(pairs[:batch])  # warm-up: allocator, kernels
+    sync(device)
+    t0 = time.perf_counter()
+    ours, truncated, lengths, reasons = scorer.score_pairs(pairs)
+    sync(device)
+    t_ours = time.perf_counter() - t0
+    del scorer
+    free(device)
 
-        n_ref = min(opts["reference_prompts"], len(prompts))
-        reference = ReferenceScorer(str(path), max_new_tokens=2, dtype=engine_dtype(device), device=device.type)
-        reference.score(prompts[0])
-        sync(device)
-        t0 = time.perf_counter()
-        ref = np.array([reference.score(p) for p in prompts[:n_ref]])
-        sync(device)
-        t_ref = time.perf_counter() - t0
-        del reference
-        free(device)
+    prompts = [quality_prompt(q, a) for q, a in pairs]
+    n_ref = min(opts["reference_prompts"], len(prompts))
+    reference = ReferenceScorer(str(path), max_new_tokens=2, dtype=engine_dtype(device), device=device.type)
+    reference.score(prompts[0])
+    sync(device)
+    t0 = time.perf_counter()
+    ref = np.array([reference.score(p) for p in prompts[:n_ref]])
+    sync(device)
+    t_ref = time.perf_counter() - t0
+    del reference
+    free(device)
 
-        ours_rate, ref_rate = len(prompts) / t_ours, n_ref / t_ref
-        flops_ours = forward_flops(shape, lengths, len(lengths))
-        # The reference also runs one decode step (2 new tokens) and its LM head over every position.
-        flops_ref = forward_flops(shape, [n + 1 for n in lengths[:n_ref]], sum(lengths[:n_ref]) + n_ref)
-        case = {
-            "shape": name, **shape, "prompts": len(prompts), "prompt_tokens": sum(lengths),
-            "mean_prompt_tokens": round(float(np.mean(lengths)), 1), "truncated": int(sum(truncated)),
-            "failed": int(sum(r is not None for r in reasons)),
-            "deita_ray": {"seconds": round(t_ours, 3), "prompts_per_s": round(ours_rate, 2),
-                          "tokens_per_s": round(sum(lengths) / t_ours), "mfu": flops_ours / t_ours / 1e12 / peak["bf16_tflops"]},
-            "reference": {"prompts": n_ref, "seconds": round(t_ref, 3), "prompts_per_s": round(ref_rate, 2),
-                          "tokens_per_s": round(sum(lengths[:n_ref]) / t_ref),
-                          "mfu": flops_ref / t_ref / 1e12 / peak["bf16_tflops"]},
-            "ratio": round(ours_rate / ref_rate, 2),
-            "max_abs_score_diff": float(np.max(np.abs(ours[:n_ref] - ref))),
-        }
-        cases.append(case)
-        print(f"score   {name:14s} deita_ray {ours_rate:8.1f} prompts/s ({case['deita_ray']['tokens_per_s']:,} tok/s, "
-              f"MFU {case['deita_ray']['mfu']:.1%})  reference {ref_rate:6.2f}/s  x{case['ratio']}  "
-              f"max |diff| {case['max_abs_score_diff']:.3g}", flush=True)
-        if name != opts["embed_shape"]:
-            shutil.rmtree(path, ignore_errors=True)  # 13B is 26 GB on disk
-    return {"cases": cases, "batch_size": opts["batch_size"]}
+    n = len(prompts)
+    ours_rate, ref_rate = n / t_ours, n_ref / t_ref
+    # As run: the shared template prefix once per batch (batches ~ n / batch_size), every suffix once, the
+    # LM head at the last position only. The reference: whole prompt + one decode step, LM head once per step.
+    batches = -(-n // batch)
+    flops_ours = forward_flops(shape, lengths, n) - 2.0 * body_params(shape) * prefix * (n - batches)
+    flops_ref = forward_flops(shape, [k + 1 for k in lengths[:n_ref]], 2 * n_ref)
+    case = {
+        "shape": name, **shape, "prompts": n, "prompt_tokens": int(sum(lengths)), "shared_prefix_tokens": prefix,
+        "mean_prompt_tokens": round(float(np.mean(lengths)), 1), "truncated": int(sum(truncated)),
+        "failed": int(sum(r is not None for r in reasons)),
+        "deita_ray": {"seconds": round(t_ours, 3), "prompts_per_s": round(ours_rate, 2),
+                      "tokens_per_s": round(sum(lengths) / t_ours), "mfu": flops_ours / t_ours / 1e12 / peak["bf16_tflops"]},
+        "reference": {"prompts": n_ref, "seconds": round(t_ref, 3), "prompts_per_s": round(ref_rate, 2),
+                      "tokens_per_s": round(sum(lengths[:n_ref]) / t_ref),
+                      "mfu": flops_ref / t_ref / 1e12 / peak["bf16_tflops"]},
+        "ratio": round(ours_rate / ref_rate, 2),
+        "max_abs_score_diff": float(np.max(np.abs(ours[:n_ref] - ref))),
+    }
+    print(f"score   {name:14s} deita_ray {ours_rate:8.1f} prompts/s ({case['deita_ray']['tokens_per_s']:,} tok/s, "
+          f"MFU {case['deita_ray']['mfu']:.1%})  reference {ref_rate:6.2f}/s  x{case['ratio']}  "
+          f"max |diff| {case['max_abs_score_diff']:.3g}", flush=True)
+    return case
+
+
+def shared_prefix(sequences: list[list[int]]) -> int:
+    """Length of the token prefix every sequence starts with (the scorer template's head)."""
+    first = sequences[0]
+    length = len(first)
+    for seq in sequences[1:]:
+        length = next((i for i in range(min(length, len(seq))) if seq[i] != first[i]), min(length, len(seq)))
+    return length
 
 
 def part_embed(device, opts: dict, peak: dict, root: Path) -> dict:
@@ -291,16 +326,19 @@ def clustered_pool(n: int, dim: int, clusters: int, device, seed: int = 0) -> np
     return out
 
 
-def run_filter_counted(vectors: np.ndarray, scores: np.ndarray, budget: int, index) -> tuple[list[int], float, int, float]:
+def run_filter_counted(vectors: np.ndarray, scores: np.ndarray, budget: int, index) -> dict:
     from deita_ray.select.repr_filter import repr_filter
 
-    flops = 0.0
+    flops, in_query = 0.0, 0.0
 
-    class Counting:  # the GEMM work the filter asks of the index, for the fraction of peak
+    class Counting:  # the GEMM work the filter asks of the index, and the time spent inside the index
         def query(self, block, tau):
-            nonlocal flops
+            nonlocal flops, in_query
             flops += 2.0 * len(block) * len(index) * block.shape[1]
-            return index.query(block, tau)
+            t0 = time.perf_counter()
+            answer = index.query(block, tau)
+            in_query += time.perf_counter() - t0
+            return answer
 
         def add(self, vectors):
             index.add(vectors)
@@ -310,38 +348,58 @@ def run_filter_counted(vectors: np.ndarray, scores: np.ndarray, budget: int, ind
 
     t0 = time.perf_counter()
     result = repr_filter(vectors, scores, budget=budget, threshold=TAU, index=Counting(), normalize=False)
-    return result.kept, time.perf_counter() - t0, result.visited, flops
+    seconds = time.perf_counter() - t0
+    return {"kept": result.kept, "visited": result.visited, "seconds": seconds, "query_seconds": in_query,
+            "flops": flops, "backend": index.describe()["backend"]}
 
 
 def part_filter(device, opts: dict, peak: dict, root: Path) -> dict:
+    """The whole pool on the device's index; then the first `filter_cpu_n` candidates of the selection order
+    on both the device's index and the CPU path. The filter is sequential and the budget is not reached,
+    so the kept ids of that prefix must equal the full run's kept ids that fall inside it."""
     from deita_ray.select.kept_index import KeptIndex, faiss_installed
+    from deita_ray.select.repr_filter import selection_order
 
-    n, dim, budget = opts["filter_n"], opts["filter_dim"], opts["filter_budget"]
+    n, dim, budget, m = opts["filter_n"], opts["filter_dim"], opts["filter_budget"], min(opts["filter_cpu_n"], opts["filter_n"])
     t0 = time.perf_counter()
     vectors = clustered_pool(n, dim, opts["filter_clusters"], device)
     scores = np.random.default_rng(0).random(n)
     made = time.perf_counter() - t0
-    on_device = KeptIndex(dim, device="gpu" if device.type == "cuda" else "cpu", capacity=budget, backend="torch")
-    kept_dev, t_dev, visited, flops = run_filter_counted(vectors, scores, budget, on_device)
+    where = "gpu" if device.type == "cuda" else "cpu"
+    full = run_filter_counted(vectors, scores, budget, KeptIndex(dim, device=where, capacity=budget, backend="torch"))
+    order = selection_order(scores)
+    prefix = order[:m]
+    sub_vectors, sub_scores = vectors[prefix], scores[prefix]
+    del vectors
+    dev = run_filter_counted(sub_vectors, sub_scores, budget, KeptIndex(dim, device=where, capacity=budget, backend="torch"))
     cpu_backend = "faiss" if faiss_installed() else "torch"
-    on_cpu = KeptIndex(dim, device="cpu", capacity=budget, backend=cpu_backend)
-    kept_cpu, t_cpu, visited_cpu, _ = run_filter_counted(vectors, scores, budget, on_cpu)
-    fp32 = peak["fp32_tflops"]
+    cpu = run_filter_counted(sub_vectors, sub_scores, budget, KeptIndex(dim, device="cpu", capacity=budget,
+                                                                        backend=cpu_backend))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    full_in_prefix = [k for k in full["kept"] if rank[k] < m]
+    identical = (dev["kept"] == cpu["kept"] and [int(prefix[k]) for k in cpu["kept"]] == full_in_prefix)
+
+    def figures(run: dict) -> dict:
+        out = {"backend": run["backend"], "candidates": run["visited"], "kept": len(run["kept"]),
+               "seconds": round(run["seconds"], 3), "seconds_in_index": round(run["query_seconds"], 3),
+               "candidates_per_s": round(run["visited"] / run["seconds"]), "gemm_flops": run["flops"],
+               "gemm_tflops_over_the_run": run["flops"] / run["seconds"] / 1e12,
+               "fraction_of_fp32_peak": run["flops"] / run["seconds"] / 1e12 / peak["fp32_tflops"]}
+        if "tf32_tflops" in peak:
+            out["fraction_of_tf32_peak"] = run["flops"] / run["seconds"] / 1e12 / peak["tf32_tflops"]
+        return out
+
     result = {"n": n, "dim": dim, "budget": budget, "clusters": opts["filter_clusters"], "tau": TAU,
-              "pool_made_s": round(made, 1), "kept": len(kept_dev), "visited": visited,
-              "identical_kept_ids": kept_dev == kept_cpu and visited == visited_cpu,
-              "device": {"backend": on_device.describe()["backend"], "seconds": round(t_dev, 3),
-                         "candidates_per_s": round(visited / t_dev), "gemm_tflops": flops / t_dev / 1e12,
-                         "fraction_of_fp32_peak": flops / t_dev / 1e12 / fp32},
-              "cpu": {"backend": on_cpu.describe()["backend"], "seconds": round(t_cpu, 3),
-                      "candidates_per_s": round(visited_cpu / t_cpu)},
-              "speedup": round(t_cpu / t_dev, 2), "gemm_flops": flops}
-    if "tf32_tflops" in peak:
-        result["device"]["fraction_of_tf32_peak"] = flops / t_dev / 1e12 / peak["tf32_tflops"]
-    print(f"filter  N={n:,} d={dim} budget {budget:,}: kept {len(kept_dev):,}, visited {visited:,}; "
-          f"{result['device']['backend']} {t_dev:.2f} s ({result['device']['fraction_of_fp32_peak']:.1%} of fp32 peak) "
-          f"vs {result['cpu']['backend']} {t_cpu:.2f} s  x{result['speedup']}  identical kept ids: "
-          f"{result['identical_kept_ids']}", flush=True)
+              "pool_made_s": round(made, 1), "kept": len(full["kept"]), "visited": full["visited"],
+              "full_pool_on_device": figures(full), "prefix": m, "prefix_on_device": figures(dev),
+              "prefix_on_cpu": figures(cpu), "identical_kept_ids": identical,
+              "speedup_on_prefix": round(cpu["seconds"] / dev["seconds"], 2)}
+    print(f"filter  N={n:,} d={dim} budget {budget:,}: kept {len(full['kept']):,}, visited {full['visited']:,} in "
+          f"{full['seconds']:.2f} s on {full['backend']} ({result['full_pool_on_device']['fraction_of_fp32_peak']:.1%} "
+          f"of fp32 peak, {full['query_seconds']:.2f} s inside the index); first {m:,}: {dev['seconds']:.2f} s vs "
+          f"{cpu['backend']} {cpu['seconds']:.2f} s  x{result['speedup_on_prefix']}  identical kept ids: {identical}",
+          flush=True)
     return result
 
 
@@ -384,8 +442,8 @@ def part_train(device, opts: dict, peak: dict, root: Path) -> dict:
         import deepspeed  # noqa: F401
 
         backends.append("zero2")
-    except ImportError:
-        print("train   deepspeed is not installed: ZeRO-2 not measured", flush=True)
+    except ImportError as exc:
+        print(f"train   deepspeed does not import ({type(exc).__name__}: {exc}): ZeRO-2 not measured", flush=True)
     for backend in backends:
         config = load_train_config("sft", data={
             "model": str(path), "data": [str(pool)], "output": str(root / f"train-{backend}"),
@@ -409,6 +467,7 @@ def part_train(device, opts: dict, peak: dict, root: Path) -> dict:
             trainer.train()
             losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
             del trainer
+        free(device)
         warm = min(3, len(clock.marks) - 2)
         (t_a, tok_a), (t_b, tok_b) = clock.marks[warm], clock.marks[-1]
         steps = len(clock.marks) - 1 - warm

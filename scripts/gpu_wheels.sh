@@ -2,7 +2,7 @@
 # Gather the wheels a lent GPU machine lacks into .whl/ (git-ignored), for bench_gpu.py there.
 #   bash scripts/gpu_wheels.sh          # here, with .venv installed (scripts/setup.sh); ~25 MB, under a minute
 # The device image has CUDA torch, transformers, accelerate, numpy, pyarrow and pandas but no pydantic, TRL,
-# datasets, FAISS or DeepSpeed, and no network. The versions taken are the ones .venv runs, for the device's
+# datasets, FAISS or DeepSpeed (nor some of their needs), and no network. The versions taken are the ones .venv runs, for the device's
 # Python 3.12. DeepSpeed is published as a source archive only: its wheel is built here (ops compile
 # just in time, so one wheel serves every machine). vLLM and Ray are not carried (vLLM needs its own torch;
 # Ray's wheel alone is most of a call's 64 MiB). See the README's GPU section for the device command.
@@ -12,7 +12,9 @@ PY=.venv/bin/python
 version() { "$PY" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 rm -rf .whl && mkdir -p .whl
 pins=()
-for name in pydantic pydantic-core annotated-types typing-inspection trl datasets dill multiprocess faiss-cpu hjson; do
+# xxhash (datasets), einops and msgpack (deepspeed) are not needs of anything in the image either.
+for name in pydantic pydantic-core annotated-types typing-inspection trl datasets dill multiprocess xxhash faiss-cpu \
+    hjson einops msgpack; do
   pins+=("$name==$(version "$name")")
 done
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -35,15 +35,18 @@ def test_smoke_run_of_every_part(tmp_path):
 
     (score,) = results["score"]["result"]["cases"]
     assert score["failed"] == score["truncated"] == 0 and score["prompts"] > score["reference"]["prompts"] > 0
+    assert 0 < score["shared_prefix_tokens"] < score["mean_prompt_tokens"]  # the template's head, run once per batch
     assert score["max_abs_score_diff"] < 1e-4  # float32 on the CPU: batched prefill == one-at-a-time generate
 
     embed = results["embed"]["result"]
     assert embed["failed"] == 0 and embed["samples"] == 40 and embed["dim"] == 64
 
     filt = results["filter"]["result"]
-    assert filt["identical_kept_ids"] and filt["device"]["backend"] == "torch-cpu" and filt["cpu"]["backend"] == "faiss-cpu"
+    assert filt["identical_kept_ids"]  # device index == CPU path on the prefix, and == the full run inside it
+    assert filt["prefix_on_device"]["backend"] == "torch-cpu" and filt["prefix_on_cpu"]["backend"] == "faiss-cpu"
     assert filt["visited"] == filt["n"]  # fewer clusters than the budget: every candidate is visited
     assert 0.9 * filt["clusters"] <= filt["kept"] <= filt["clusters"]  # about one kept per cluster
+    assert filt["prefix_on_cpu"]["candidates"] == filt["prefix"] < filt["n"]
 
     cases = {c["deepspeed"]: c for c in results["train"]["result"]["cases"]}
     assert set(cases) == {"none", "zero2"} and all(c["loss_finite"] and c["steps_timed"] > 0 for c in cases.values())
