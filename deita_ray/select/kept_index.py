@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
+import sys
 
 import numpy as np
 
@@ -39,8 +41,12 @@ def faiss_gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def torch_cuda_available() -> bool:
+def torch_cuda_available(probe_only_with_nvidia_devices: bool = False) -> bool:
+    """Does torch see a CUDA device? With the flag (device "auto"), a machine with no NVIDIA device node
+    answers no without importing torch (seconds on a CPU machine, for nothing)."""
     if importlib.util.find_spec("torch") is None:
+        return False
+    if probe_only_with_nvidia_devices and "torch" not in sys.modules and not os.path.exists("/dev/nvidiactl"):
         return False
     import torch
 
@@ -58,7 +64,7 @@ def choose_backend(backend: str, device: str) -> tuple[str, bool]:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    gpu = {"faiss": faiss_gpu_available, "torch": torch_cuda_available}
+    gpu = {"faiss": faiss_gpu_available, "torch": lambda: torch_cuda_available(device == "auto")}
     if backend == "auto":
         if device != "cpu":
             for name in ("faiss", "torch"):
