@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from deita_ray.runner.lock import OutputLocked, RunLock, hold_output, lock_path
+from deita_ray.runner.lock import OutputLocked, RunLock, hold_output, lock_path, process_space
 
 
 def test_second_holder_is_refused_with_the_holders_identity(tmp_path):
@@ -33,8 +33,8 @@ def test_holds_nest_within_one_process(tmp_path):
 
 @pytest.mark.parametrize("record", [
     {"host": "elsewhere", "pid": 1, "since": 0, "heartbeat": 0, "token": "old"},          # no heartbeat for long
-    {"host": socket.gethostname(), "pid": 2 ** 22 + 12345, "since": time.time(), "heartbeat": time.time(),
-     "token": "dead"},                                                                       # its process is gone
+    {"host": socket.gethostname(), "pid": 2 ** 22 + 12345, "process_space": process_space(), "since": time.time(),
+     "heartbeat": time.time(), "token": "dead"},                                             # its process is gone
 ])
 def test_a_dead_holder_is_taken_over(tmp_path, record):
     (tmp_path / "_run.lock").write_text(json.dumps(record))
@@ -44,6 +44,16 @@ def test_a_dead_holder_is_taken_over(tmp_path, record):
         assert json.loads((tmp_path / "_run.lock").read_text())["token"] == lock.token
     finally:
         lock.release()
+
+
+def test_a_holder_in_another_pid_namespace_is_judged_by_its_heartbeat(tmp_path):
+    """Same host name, but a pid that means another process (a container with host networking): a pid that
+    is not running here proves nothing, so a fresh heartbeat keeps the lock."""
+    (tmp_path / "_run.lock").write_text(json.dumps({
+        "host": socket.gethostname(), "pid": 2 ** 22 + 12345, "process_space": "another-boot/pid:[1]",
+        "since": time.time(), "heartbeat": time.time(), "token": "container"}))
+    with pytest.raises(OutputLocked, match=f"host {socket.gethostname()}"):
+        RunLock(str(tmp_path)).acquire()
 
 
 def test_a_live_holder_elsewhere_is_respected(tmp_path):

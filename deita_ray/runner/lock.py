@@ -33,7 +33,9 @@ from datetime import datetime, timezone
 from deita_ray.io import fs
 
 HEARTBEAT_S = 5.0
-STALE_S = 30.0
+# Generous: a live run presumed dead is stopped when its lock is taken over, and one object-store call
+# can hang for a minute (botocore's read timeout). A dead holder on this machine is seen at once (its pid).
+STALE_S = 120.0
 SETTLE_S = 0.5
 # A run whose lock was taken over is stopped by this signal (not SIGINT: Ray Train installs its own SIGINT
 # handler in the driver and keeps it), and exits outright if it is still running LOST_GRACE_S later.
@@ -53,9 +55,22 @@ def lock_path(output: str) -> str:
     return posixpath.join(output, LOCK_FILE)
 
 
+def process_space() -> str:
+    """Where a pid means the same process: this boot of this kernel, this pid namespace. Containers can
+    share a host name (host networking) and still not see each other's pids."""
+    def read(path: str, link: bool = False) -> str:
+        try:
+            return os.readlink(path) if link else open(path).read().strip()
+        except OSError:
+            return "?"
+
+    return f"{read('/proc/sys/kernel/random/boot_id')}/{read('/proc/self/ns/pid', link=True)}"
+
+
 def _alive_here(record: dict) -> bool | None:
-    """Whether the holder's process is alive, when it ran on this host (None: another host)."""
-    if record.get("host") != socket.gethostname():
+    """Whether the holder's process is alive, when its pid can be checked from here (None: it cannot:
+    another host, or another pid namespace, or a record that does not say)."""
+    if record.get("host") != socket.gethostname() or record.get("process_space") != process_space():
         return None
     try:
         os.kill(int(record["pid"]), 0)
@@ -91,8 +106,8 @@ class RunLock:
         self.signal_installed = False         # hold_output's handler for LOST_SIGNAL is in place
 
     def _record(self) -> dict:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "since": self.since, "heartbeat": time.time(),
-                "token": self.token}
+        return {"host": socket.gethostname(), "pid": os.getpid(), "process_space": process_space(),
+                "since": self.since, "heartbeat": time.time(), "token": self.token}
 
     def _read(self) -> dict | None:
         """The lock's record; one written this instant by an exclusive create may not be complete yet."""
