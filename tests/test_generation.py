@@ -5,6 +5,7 @@ always gives valid judgements), labels with lineage, the CLI from seeds to a tra
 import json
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -341,6 +342,15 @@ def test_labels_stream_part_by_part_and_a_failure_leaves_no_partial_file(tmp_pat
     complexity = [json.loads(line) for line in (tmp_path / "out" / "labels" / "complexity.jsonl").read_text().splitlines()]
     assert [r["id"] for r in complexity] == ["c0/r0", "c0/r1"] + [f"c4/r{r}" for r in range(4)]
     assert complexity[2]["conversations"][1]["value"] == str(table[5]["score"])
+
+    # --overwrite with only the quality chains left: no complexity file may survive from the last export.
+    for part in judged.glob("*.parquet"):
+        table = pq.read_table(part)
+        write_part(table.filter(pc.equal(table.column("mode"), "quality")), str(judged), part.name)
+    again_summary = labels_job.export_labels([str(tmp_path / "out")], str(tmp_path / "out"), overwrite=True,
+                                             report=False)
+    assert again_summary["labels_by_kind"] == {"quality": 3}
+    assert sorted(p.name for p in (tmp_path / "out" / "labels").iterdir()) == ["labels.parquet", "quality.jsonl"]
 
     real_label_rows = labels_job.judge.label_rows
 
