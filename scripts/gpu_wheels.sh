@@ -12,9 +12,10 @@ PY=.venv/bin/python
 version() { "$PY" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 rm -rf .whl && mkdir -p .whl
 pins=()
-# xxhash (datasets), einops and msgpack (deepspeed) are not needs of anything in the image either.
+# xxhash (datasets), einops and msgpack (deepspeed) are not needs of anything in the image either; typing-extensions
+# because pydantic 2.14 wants a newer one than the image may have (a newer one breaks nothing).
 for name in pydantic pydantic-core annotated-types typing-inspection trl datasets dill multiprocess xxhash faiss-cpu \
-    hjson einops msgpack; do
+    hjson einops msgpack typing-extensions; do
   pins+=("$name==$(version "$name")")
 done
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
