@@ -30,7 +30,6 @@ run); the reference's LM head once per generated token; training 3x forward. Sco
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -136,6 +135,8 @@ def part_peak(device, opts: dict) -> dict:
     """Measured matmul peaks (products back to back for at least 0.5 s after 3 warm-ups), in TFLOP/s."""
     import torch
 
+    from deita_ray.select.kept_index import float32_matmul
+
     n = opts["peak_n"]
 
     def rate(dtype, tf32: bool) -> float:
@@ -159,22 +160,6 @@ def part_peak(device, opts: dict) -> dict:
     print(f"peak    bf16 {result['bf16_tflops']:.3g}  fp32 {result['fp32_tflops']:.3g}"
           + (f"  tf32 {result['tf32_tflops']:.3g}" if "tf32_tflops" in result else "") + " TFLOP/s", flush=True)
     return result
-
-
-@contextlib.contextmanager
-def float32_matmul(mode: str):
-    """float32 products as IEEE float32 ("ieee") or TF32 ("tf32") on CUDA, restored after."""
-    import torch
-
-    matmul = torch.backends.cuda.matmul
-    name, value = (("fp32_precision", mode) if hasattr(matmul, "fp32_precision")
-                   else ("allow_tf32", mode == "tf32"))
-    before = getattr(matmul, name)
-    setattr(matmul, name, value)
-    try:
-        yield
-    finally:
-        setattr(matmul, name, before)
 
 
 def free(device) -> None:

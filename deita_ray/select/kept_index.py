@@ -102,13 +102,13 @@ class FaissSearch:
 
 
 @contextlib.contextmanager
-def ieee_float32_matmul():
-    """float32 products in float32 (not TF32, which would void the error bound), restored after."""
+def float32_matmul(mode: str = "ieee"):
+    """CUDA float32 products as IEEE float32 ("ieee": the error bound here assumes it) or TF32 ("tf32"),
+    restored after. torch >= 2.9 says it with fp32_precision; older ones with allow_tf32."""
     import torch
 
     matmul = torch.backends.cuda.matmul
-    # torch >= 2.9 says it with fp32_precision; older ones with allow_tf32.
-    name, value = ("fp32_precision", "ieee") if hasattr(matmul, "fp32_precision") else ("allow_tf32", False)
+    name, value = ("fp32_precision", mode) if hasattr(matmul, "fp32_precision") else ("allow_tf32", mode == "tf32")
     before = getattr(matmul, name)
     setattr(matmul, name, value)
     try:
@@ -130,7 +130,7 @@ class TorchSearch:
 
     def search(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         torch = self.torch
-        with torch.no_grad(), ieee_float32_matmul():
+        with torch.no_grad(), float32_matmul("ieee"):
             queries = torch.from_numpy(block).to(self.device)
             sims, nearest = (queries @ self.kept[: self.count].T).max(dim=1)
         return sims.cpu().numpy(), nearest.cpu().numpy().astype(np.int64)
