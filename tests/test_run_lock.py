@@ -110,6 +110,39 @@ def test_a_taken_over_holder_on_another_thread_exits(tmp_path):
     assert code == 75 and "another run took this output over (host other-host, pid 7" in err
 
 
+def race_against(monkeypatch) -> None:
+    """Make the next lock read see no lock, as a run does that read an instant before the holder created
+    it: the exclusive create is then all that keeps the second run out."""
+    from deita_ray.io import fs
+
+    real = fs.read_json
+    calls = []
+
+    def first_read_sees_nothing(url):
+        calls.append(url)
+        return None if len(calls) == 1 else real(url)
+
+    monkeypatch.setattr(fs, "read_json", first_read_sees_nothing)
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_two_runs_racing_for_a_free_output_get_it_once(tmp_path, monkeypatch, where):
+    output = str(tmp_path) if where == "local" else "memory://deita-lock-race/out"
+    with hold_output(output):
+        race_against(monkeypatch)
+        with pytest.raises(OutputLocked, match="that started at the same moment"):
+            RunLock(output).acquire()
+
+
+def test_a_broken_lock_file_is_taken_over(tmp_path):
+    (tmp_path / "_run.lock").write_text('{"host": "x", "pid"')  # a writer that died mid-write
+    lock = RunLock(str(tmp_path)).acquire()
+    try:
+        assert lock.taken_over["host"].startswith("unknown")
+    finally:
+        lock.release()
+
+
 def test_exclusive_create_on_local_disk_lets_exactly_one_writer_in(tmp_path):
     import threading
 

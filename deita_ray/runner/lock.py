@@ -3,13 +3,13 @@
     with hold_output("s3://bucket/out"):
         ...   # a second run on the same output refuses within seconds, naming this one
 
-The holder rewrites `<output>/_run.lock` (host, pid, since, heartbeat, token) every HEARTBEAT_S
-seconds. A lock whose heartbeat is older than STALE_S, or whose holder on this host is no longer
-alive, belongs to a run that died and is taken over. A free output is claimed by an exclusive
-create (O_EXCL on disk, a conditional PUT on S3), so of two runs starting together exactly one gets
-it. Taking over a dead run's lock cannot be exclusive (the file exists): the taker writes its token,
-waits SETTLE_S and reads it back, and only the last writer proceeds; filesystems without exclusive
-create use that path too. Nested holds of one output in one process are free.
+The holder rewrites `<output>/_run.lock` (host, pid, process space, since, heartbeat, token) every
+HEARTBEAT_S seconds. A lock whose heartbeat is older than STALE_S, or whose holder on this host is no
+longer alive, belongs to a run that died and is taken over. A free output is claimed by an exclusive
+create (a hard link of a complete file on disk, a conditional PUT on S3), so of two runs starting
+together exactly one gets it. Taking over a dead run's lock cannot be exclusive (the file exists): the
+taker writes its token, waits SETTLE_S and reads it back, and only the last writer proceeds;
+filesystems without exclusive create use that path too. Nested holds of one output in one process are free.
 A holder whose heartbeat finds another run's token in the lock (it stalled past STALE_S and was
 presumed dead) stops at once: two runs must never write one output. The heartbeat signals the main
 thread, whose hold ends in OutputLocked naming the run that took over (a process that has not
@@ -60,7 +60,10 @@ def process_space() -> str:
     share a host name (host networking) and still not see each other's pids."""
     def read(path: str, link: bool = False) -> str:
         try:
-            return os.readlink(path) if link else open(path).read().strip()
+            if link:
+                return os.readlink(path)
+            with open(path) as f:
+                return f.read().strip()
         except OSError:
             return "?"
 
@@ -111,7 +114,7 @@ class RunLock:
 
     def _read(self) -> dict | None:
         """The lock's record; one written this instant by an exclusive create may not be complete yet."""
-        for attempt in range(3):
+        for _ in range(3):
             try:
                 return fs.read_json(self.path)
             except ValueError:
