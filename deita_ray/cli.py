@@ -6,6 +6,7 @@ Subcommands stay thin: they build a typed config and call the Python API underne
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -89,19 +90,28 @@ def _add_judge_arguments(p: argparse.ArgumentParser) -> None:
     _add_job_arguments(p, "judgements")
 
 
+def _finish(summary: dict) -> int:
+    """Print a map stage's summary; exit 1 (with one line) when its work as a whole failed."""
+    from deita_ray.runner.map_job import format_summary, outcome_error
+
+    print(format_summary(summary))
+    problem = outcome_error(summary)
+    if problem:
+        print(f"deita-ray: error: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _run_generation(args, section_cls, local, pool) -> int:
     """evolve and judge: build the section from the flags, check the model (not for an HTTP server), run."""
     from deita_ray.configlib import build, given
     from deita_ray.preflight import check_model
-    from deita_ray.runner.map_job import format_summary
 
     section = build(section_cls, given(args, section_cls))
     if section.engine != "http":
         check_model("--model", section.model)
     config = section.job(args.inputs, args.output, overwrite=args.overwrite, resume=args.resume, **_read_options(args))
-    summary = local(config) if args.local else pool(config, ray_address=args.address)
-    print(format_summary(summary))
-    return 0 if summary["reconciled"] else 1
+    return _finish(local(config) if args.local else pool(config, ray_address=args.address))
 
 
 def cmd_evolve(args) -> int:
@@ -120,9 +130,15 @@ def cmd_labels(args) -> int:
     from deita_ray.labels_job import export_labels, format_summary
 
     summary = export_labels(args.inputs, args.output or args.inputs[0], overwrite=args.overwrite,
-                            report=not args.no_report)
+                            report=not args.no_report, allow_partial=args.allow_partial)
     print(format_summary(summary))
-    return 0 if summary["reconciled"] else 1
+    problem = None if summary["reconciled"] else "labels: the counts do not reconcile"
+    if summary["labels_out"] == 0:
+        problem = f"labels: not one label from {summary['chains_in']:,} chains (no valid judgement)"
+    if problem:
+        print(f"deita-ray: error: {problem}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _add_select_arguments(p: argparse.ArgumentParser) -> None:
@@ -136,7 +152,10 @@ def _add_select_arguments(p: argparse.ArgumentParser) -> None:
     add_flags(p, SelectOptions, title="selection (the select: section)")
     p.add_argument("--local", action="store_true", help="= --index local: keep the index in this process")
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing selection")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing selection (only the files a "
+                                                            "selection writes are removed)")
+    p.add_argument("--allow-partial", action="store_true", help="select from scores or embeddings whose step did not "
+                                                                "finish (recorded in the summary)")
 
 
 def _read_options(args) -> dict:
@@ -149,34 +168,30 @@ def _read_options(args) -> dict:
 def cmd_score(args) -> int:
     from deita_ray.configlib import build, given
     from deita_ray.preflight import check_model
-    from deita_ray.score_job import ScoreSection, format_summary, score_local, score_pool
+    from deita_ray.score_job import ScoreSection, score_local, score_pool
 
     section = build(ScoreSection, given(args, ScoreSection))
     check_model("--complexity-model", section.complexity_model)
     check_model("--quality-model", section.quality_model)
     config = section.job(args.inputs, args.output, overwrite=args.overwrite, resume=args.resume, **_read_options(args))
-    summary = score_local(config) if args.local else score_pool(config, ray_address=args.address)
-    print(format_summary(summary))
-    return 0 if summary["reconciled"] else 1
+    return _finish(score_local(config) if args.local else score_pool(config, ray_address=args.address))
 
 
 def cmd_embed(args) -> int:
     from deita_ray.configlib import build, given
-    from deita_ray.embed_job import EmbedSection, embed_local, embed_pool, format_summary
+    from deita_ray.embed_job import EmbedSection, embed_local, embed_pool
     from deita_ray.preflight import check_model
 
     section = build(EmbedSection, given(args, EmbedSection))
     check_model("--model", section.model)
     config = section.job(args.inputs, args.output, overwrite=args.overwrite, resume=args.resume, **_read_options(args))
-    summary = embed_local(config) if args.local else embed_pool(config, ray_address=args.address)
-    print(format_summary(summary))
-    return 0 if summary["reconciled"] else 1
+    return _finish(embed_local(config) if args.local else embed_pool(config, ray_address=args.address))
 
 
 def cmd_select(args) -> int:
     from deita_ray.configlib import given
     from deita_ray.runner.lock import hold_output
-    from deita_ray.select_job import SelectJobConfig, SelectOptions, format_summary, select_pool
+    from deita_ray.select_job import SelectJobConfig, SelectOptions, check_inputs, format_summary, select_pool
 
     run = args.run_dir
     options = given(args, SelectOptions)
@@ -186,13 +201,20 @@ def cmd_select(args) -> int:
     config = SelectJobConfig(
         scored=args.scored or os.path.join(run, "scored"), output=args.output or os.path.join(run, "selection"),
         embeddings=args.embeddings or (os.path.join(run, "embeddings") if strategy == "diverse" else None),
-        overwrite=args.overwrite, **options)
+        overwrite=args.overwrite, allow_partial=args.allow_partial, **options)
+    check_inputs(config)  # before Ray starts; select_pool checks again under the lock
     if config.index == "actor":
         from deita_ray.runner.session import ensure_ray
 
         ensure_ray(args.address)
-    with hold_output(config.output):
-        print(format_summary(select_pool(config)))
+    # The run directory its inputs come from is held too: a `run` must not rewrite them meanwhile.
+    reads_run_dir = not (args.scored and (args.embeddings or strategy != "diverse"))
+    with hold_output(run) if reads_run_dir else contextlib.nullcontext():
+        summary = select_pool(config)
+    print(format_summary(summary))
+    if summary["selected"] == 0:
+        print(f"deita-ray: error: select: nothing selected from {summary['candidates']:,} candidates", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -278,9 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evolve", help="Evol Complexity / Evol Quality: rewrite each seed for M rounds (chains of variants)",
                        description="Evolve seeds the Deita way: every round rewrites the previous variant with one "
-                                   "in-depth operation drawn from (seed id, round); a variant that fails WizardLM's "
-                                   "elimination rules ends its chain. One row per seed with its chain. complexity "
-                                   "rewrites instructions, quality rewrites the seed response to the seed instruction.",
+                                   "in-depth operation drawn from (seed id, round), for M rounds (chains of M+1 "
+                                   "variants, as the paper). A rewrite that is not a usable text (empty, cut at the "
+                                   "token limit, unchanged, copying the prompt's markers) is retried with a new seed "
+                                   "(--retries) before its chain ends; every failed attempt is kept with its reason. "
+                                   "One row per seed with its chain. complexity rewrites instructions, quality "
+                                   "rewrites the seed response to the seed instruction.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n"
                               "  deita-ray make-models models/\n"
@@ -313,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="where labels/ and the report go (default: the first input)")
     p.add_argument("--overwrite", action="store_true", help="replace existing labels")
     p.add_argument("--no-report", action="store_true", help="skip report/generation.html")
+    p.add_argument("--allow-partial", action="store_true", help="read judged chains whose judge run did not finish "
+                                                                "(recorded in the summary)")
     p.set_defaults(func=cmd_labels)
 
     from deita_ray.train.cli import add_train_parser
@@ -323,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description=tiny_models.__doc__.split("\n\n")[0])
     tiny_models.add_arguments(p)
     p.set_defaults(func=tiny_models.run)
+
+    from deita_ray.tools import doctor
+
+    p = sub.add_parser("doctor", help="what this node has (GPUs, driver, CUDA, versions) and whether deita_ray can use it",
+                       description=doctor.__doc__.split("\n\n")[0], epilog=doctor.__doc__.split("\n\n")[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    doctor.add_arguments(p)
+    p.set_defaults(func=doctor.run)
 
     p = sub.add_parser("make-pool", help="write the project's sample pool (ShareGPT, Alpaca, messages; some malformed)",
                        description=sample_pool.__doc__.split("\n\n")[0])
@@ -336,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from deita_ray.io.reader import InputError
     from deita_ray.pipeline import PipelineError
+    from deita_ray.runner.completion import IncompleteInput
     from deita_ray.runner.lock import OutputLocked
     from deita_ray.runner.map_job import StageError, cause_name, root_cause, save_traceback
     from deita_ray.runner.session import ResourceError
@@ -343,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (InputError, FileExistsError, FileNotFoundError, ValueError, StageError, PipelineError, OutputLocked,
-            ResourceError) as exc:
+            ResourceError, IncompleteInput) as exc:
         print(f"deita-ray: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -193,9 +193,11 @@ def _flag_type(hint):
     return None
 
 
-def add_flags(parser, cls, skip: tuple = (), required: tuple = (), title: str | None = None) -> None:
-    """One `--flag` per field of `cls` (help, range and default from its declaration). Flags the
-    user does not give stay absent from the namespace, so `given` returns only the user's values."""
+def add_flags(parser, cls, skip: tuple = (), required: tuple = (), title: str | None = None,
+              defaults: dict | None = None) -> None:
+    """One `--flag` per field of `cls` (help, range and default from its declaration; `defaults`: the values
+    that really apply where another layer sets them, e.g. a training task's). Flags the user does not give stay
+    absent from the namespace, so `given` returns only the user's values."""
     group = parser.add_argument_group(title) if title else parser
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -209,6 +211,7 @@ def add_flags(parser, cls, skip: tuple = (), required: tuple = (), title: str | 
         bounds = ", ".join(f"{word} {getattr(m, name)}" for m in info.metadata
                            for name, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(m, name))
         default = None if info.default is PydanticUndefined else info.default
+        default = (defaults or {}).get(f.name, default)
         text = info.description or ""
         if bounds:
             text += f" ({bounds})"

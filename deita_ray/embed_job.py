@@ -17,7 +17,7 @@ from typing import Literal
 
 from deita_ray.configlib import check, option, section
 from deita_ray.engines.config import MINILM, EngineOptions, LLMConfig
-from deita_ray.runner.options import ActorResources, ReadOptions
+from deita_ray.runner.options import ActorResources, ReadOptions, auto_gpus, check_gpus
 from deita_ray.io.embedding_store import check_one_dimension, write_vector_shard
 from deita_ray.runner.layout import LAYOUTS, StageLayout
 from deita_ray.runner.map_job import ActorStep, StageSpec, format_summary, run_job, write_part_atomic  # noqa: F401
@@ -44,6 +44,10 @@ class EmbedSection(EmbedOptions, EngineOptions):
                                           "(2048: the Deita reference)", ge=16)
     pooling: Literal["last", "mean"] = option("last", "last: hidden state of the last token (the Deita reference); "
                                                       "mean: average over tokens")
+
+    def __post_init__(self):
+        check(self)
+        check_gpus(self.engine_name(), self.tensor_parallel_size, self.gpus_per_replica, "")
 
     def engine_name(self) -> str:
         return self.engine or ("sentence-transformers" if self.model.endswith(MINILM) else "hf")
@@ -85,6 +89,8 @@ def embed_spec(config: EmbedJobConfig) -> StageSpec:
         layout=LAYOUTS["embed"],
         actors=[ActorStep(EmbedStage, (config.embedder, config.template, config.store_dtype), option="embed",
                           replicas=config.replicas, cpus=config.cpus_per_replica, gpus=config.gpus_per_replica,
+                          auto_gpus=auto_gpus(config.embedder.engine, config.embedder.tensor_parallel_size,
+                                              config.embedder.device),
                           batch_rows=config.batch_rows)],
         writer=write_embeddings, check=check_store,
         sums={"embed_tokens": "embed_tokens", "rows_truncated": "embed_truncated"},

@@ -21,7 +21,7 @@ from deita_ray.engines.config import EngineOptions, LLMConfig, Sampling, Serving
 from deita_ray.prompts import evol
 from deita_ray.runner.layout import LAYOUTS
 from deita_ray.runner.map_job import ActorStep, StageSpec, format_summary, run_job  # noqa: F401 (re-export)
-from deita_ray.runner.options import ActorResources, ReadOptions
+from deita_ray.runner.options import ActorResources, ReadOptions, auto_gpus, check_gpus
 from deita_ray.stages.evolve import EvolveStage
 
 ASYNC_ENGINES = ("vllm", "http")  # engines with `submit`: several batches per actor keep them busy
@@ -44,10 +44,16 @@ class EvolveOptions(GenerationOptions):
         "complexity", "complexity: rewrite the instruction (Evol Complexity); quality: rewrite the response to the "
                       "seed instruction (Evol Quality)")
     rounds: int = option(evol.ROUNDS, "rewriting rounds M (chains of M+1 variants, the seed first)", ge=1)
-    temperature: float = option(1.0, "sampling temperature of the rewriter (WizardLM sampled at 1.0)", ge=0)
-    top_p: float = option(1.0, "nucleus sampling", gt=0, le=1)
-    max_new_tokens: int = option(2048, "tokens per rewrite at most; a rewrite cut there is eliminated", ge=1)
-    seed: int = option(0, "run seed: with (seed id, round) it fixes every request's sampling seed")
+    # WizardLM's Evol_Instruct/openai_access.py calls the rewriter with temperature=1, top_p=0.95.
+    temperature: float = option(1.0, "sampling temperature of the rewriter (WizardLM: 1)", ge=0)
+    top_p: float = option(0.95, "nucleus sampling of the rewriter (WizardLM: 0.95)", gt=0, le=1)
+    max_new_tokens: int = option(2048, "tokens per rewrite at most; a rewrite cut there fails its round", ge=1)
+    seed: int = option(0, "run seed: with (seed id, round, attempt) it fixes every request's sampling seed")
+    retries: int = option(evol.RETRIES, "a round whose rewrite is not usable (empty, cut, unchanged, copying the "
+                                        "prompt's markers) is tried again this many times with a new seed before "
+                                        "the chain ends", ge=0)
+    wizardlm_rules: bool = option(False, "quality mode only: also fail response variants by WizardLM's rules (an "
+                                         "apology under 80 words; only punctuation and stop words)")
 
     def sampling(self) -> Sampling:
         return Sampling(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
@@ -64,6 +70,7 @@ class EvolveSection(EvolveOptions, ServingOptions, EngineOptions):
         check(self)
         if self.engine == "sentence-transformers":
             raise ConfigError("engine must be one of hf, vllm, http, fake for evolution, got 'sentence-transformers'")
+        check_gpus(self.engine, self.tensor_parallel_size, self.gpus_per_replica, "")
 
     def engine_config(self, model: str | None = None) -> LLMConfig:
         engine = {f.name: getattr(self, f.name) for f in fields(EngineOptions) + fields(ServingOptions)}
@@ -92,12 +99,16 @@ class EvolveJobConfig(EvolveOptions, ReadOptions):
 def evolve_spec(config: EvolveJobConfig) -> StageSpec:
     return StageSpec(
         layout=LAYOUTS["evolve"],
-        actors=[ActorStep(EvolveStage, (config.mode, config.generator, config.sampling(), config.rounds, config.seed),
+        actors=[ActorStep(EvolveStage, (config.mode, config.generator, config.sampling(), config.rounds, config.seed,
+                                        None, config.retries, config.wizardlm_rules),
                           option="evolve", replicas=config.replicas, cpus=config.cpus_per_replica,
                           gpus=config.gpus_per_replica, batch_rows=config.batch_rows,
+                          auto_gpus=auto_gpus(config.generator.engine, config.generator.tensor_parallel_size,
+                                              config.generator.device),
                           concurrency=config.concurrency(config.generator.engine))],
         sums={"generated_tokens": "generated_tokens", "variants_generated": "rounds_completed"},
         tokens=("generated_tokens",), value_counts=("stop_rule",), noun="evolved",
+        succeeded=lambda summary: summary["totals"]["variants_generated"],  # chains with no new variant failed
         config=json.loads(json.dumps(asdict(config), default=str)),
     )
 

@@ -24,8 +24,8 @@ from deita_ray.engines.config import EngineOptions, LLMConfig, ServingOptions
 from deita_ray.evolve_job import GenerationOptions
 from deita_ray.runner.layout import LAYOUTS, StageLayout, judge_invalid_dir
 from deita_ray.runner.map_job import ActorStep, StageSpec, format_summary, run_job, write_part_atomic  # noqa: F401
-from deita_ray.runner.options import ReadOptions
-from deita_ray.stages.judge import INVALID, JudgeStage, resolve_method
+from deita_ray.runner.options import ReadOptions, auto_gpus, check_gpus
+from deita_ray.stages.judge import INVALID, SKIPPED, VALID, JudgeStage, resolve_method
 
 
 @section
@@ -48,6 +48,7 @@ class JudgeSection(JudgeOptions, ServingOptions, EngineOptions):
         check(self)
         if self.engine == "sentence-transformers":
             raise ConfigError("engine must be one of hf, vllm, http, fake for judging, got 'sentence-transformers'")
+        check_gpus(self.engine, self.tensor_parallel_size, self.gpus_per_replica, "")
         try:
             resolve_method(self.method, self.engine)
         except ValueError as exc:
@@ -86,15 +87,24 @@ def write_judged(table: pa.Table, layout: StageLayout) -> int:
     return write_part_atomic(table, layout.parts)
 
 
+def judged_well(summary: dict) -> int:
+    """Chains the judge did its work on: valid judgements, and chains with nothing to rank."""
+    status = summary["counts"].get("judge_status", {})
+    return status.get(VALID, 0) + status.get(SKIPPED, 0)
+
+
 def judge_spec(config: JudgeJobConfig) -> StageSpec:
     return StageSpec(
         layout=LAYOUTS["judge"],
         actors=[ActorStep(JudgeStage, (config.judge, config.method, config.max_new_tokens), option="judge",
                           replicas=config.replicas, cpus=config.cpus_per_replica, gpus=config.gpus_per_replica,
+                          auto_gpus=auto_gpus(config.judge.engine, config.judge.tensor_parallel_size,
+                                              config.judge.device),
                           batch_rows=config.batch_rows, concurrency=config.concurrency(config.judge.engine))],
         writer=write_judged, source="parts",
         sums={"judge_tokens": "judge_tokens"}, tokens=("judge_tokens",),
         value_counts=("judge_status",), flagged=("judge_status", INVALID), noun="judged",
+        succeeded=judged_well,
         config=json.loads(json.dumps(asdict(config), default=str)),
     )
 

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from deita_ray.io import fs
-from deita_ray.io.writer import clear_directory, list_parts
+from deita_ray.io.writer import list_parts
 from deita_ray.prompts import judge
-from deita_ray.runner.layout import LAYOUTS, labels_dir
+from deita_ray.runner.layout import LABELS_SUMMARY, LAYOUTS, labels_dir
 from deita_ray.stages.judge import INVALID, SKIPPED, VALID
 
 COLUMNS = ["id", "mode", "instruction", "variants", "operations", "scores", "judge_status"]
@@ -37,15 +37,32 @@ def _judged_dir(path: str) -> str:
     return nested if filesystem.isdir(local) else path
 
 
-def iter_chains(inputs: list[str]):
-    """Judged chains, one Parquet part at a time (only the columns labels need)."""
+def judged_dirs(inputs: list[str]) -> list[str]:
+    """The judged/ directory of every input, each checked to hold judge output (one line when not)."""
+    import pyarrow.parquet as pq
+
+    found = []
     for path in inputs:
         directory = _judged_dir(path)
         parts = list_parts(directory)
         if not parts:
-            raise FileNotFoundError(f"no judged Parquet parts under {directory} (run deita-ray judge first)")
+            raise FileNotFoundError(f"no judged chains under {path} (no judged/ Parquet parts; run deita-ray judge "
+                                    "first)")
         filesystem, _ = fs.url_to_fs(directory)
-        for part in parts:
+        with filesystem.open(parts[0], "rb") as f:
+            missing = [c for c in COLUMNS if c not in pq.ParquetFile(f).schema_arrow.names]
+        if missing:
+            raise FileNotFoundError(f"{directory} holds no judge output ({parts[0]} has no column "
+                                    f"{', '.join(missing)}); give a run directory holding judged/")
+        found.append(directory)
+    return found
+
+
+def iter_chains(directories: list[str]):
+    """Judged chains, one Parquet part at a time (only the columns labels need)."""
+    for directory in directories:
+        filesystem, _ = fs.url_to_fs(directory)
+        for part in list_parts(directory):
             with filesystem.open(part, "rb") as f:
                 yield pq.read_table(f, columns=COLUMNS)
 
@@ -56,14 +73,40 @@ LABEL_SCHEMA = pa.schema([("id", pa.string()), ("seed_id", pa.string()), ("round
                           ("prompt", pa.string())])
 
 
-def export_labels(inputs: list[str], output: str, overwrite: bool = False, report: bool = True) -> dict:
-    """Stream the judged chains part by part into the label files: the driver holds one part's labels."""
-    started = time.time()
-    out_dir = labels_dir(output)
-    if list_parts(out_dir) or fs.exists(posixpath.join(out_dir, "labels.parquet")):
-        if not overwrite:
+LABEL_FILES = ("complexity.jsonl", "quality.jsonl", "labels.parquet")
+
+
+def export_labels(inputs: list[str], output: str, overwrite: bool = False, report: bool = True,
+                  allow_partial: bool = False, log=print) -> dict:
+    """Stream the judged chains part by part into the label files: the driver holds one part's labels.
+    The inputs are checked (judge output, complete) before anything under the output is removed."""
+    from deita_ray.io.outputs import check_output, clear_own_files
+    from deita_ray.runner.completion import check_complete
+    from deita_ray.runner.layout import OWN_DIRS
+    from deita_ray.runner.lock import hold_output
+
+    directories = judged_dirs(inputs)
+    partial = check_complete(directories, allow_partial, log=log)
+    check_output(output, directories, own=OWN_DIRS)
+    with hold_output(output):
+        out_dir = labels_dir(output)
+        existing = [n for n in LABEL_FILES if fs.exists(posixpath.join(out_dir, n))]
+        if existing and not overwrite:
             raise FileExistsError(f"{out_dir} already holds labels; pass --overwrite to replace them")
-    clear_directory(out_dir)  # a kind that gets no labels this time must not keep the last run's file
+        fs.remove(posixpath.join(output, LABELS_SUMMARY))  # the completion record goes first, comes back last
+        clear_own_files(out_dir, LABEL_FILES)  # a kind that gets no labels this time must not keep the last run's
+        summary = _export(directories, out_dir)
+        summary["partial_inputs"] = partial
+        if report:
+            from deita_ray.generation_report import write_generation_report
+
+            summary["report"] = write_generation_report(output, directories)
+        fs.write_json(posixpath.join(output, LABELS_SUMMARY), summary)
+        return summary
+
+
+def _export(directories: list[str], out_dir: str) -> dict:
+    started = time.time()
     status_counts = {VALID: 0, INVALID: 0, SKIPPED: 0}
     by_kind: dict[str, int] = {}
     labels_out, expected, chains_read = 0, 0, 0
@@ -71,7 +114,7 @@ def export_labels(inputs: list[str], output: str, overwrite: bool = False, repor
     with contextlib.ExitStack() as stack:
         jsonl: dict[str, object] = {}  # one streamed file per kind, opened at its first label
         parquet = None
-        for table in iter_chains(inputs):
+        for table in iter_chains(directories):
             chains_read += table.num_rows
             part_rows = []
             for chain in table.to_pylist():
@@ -106,17 +149,14 @@ def export_labels(inputs: list[str], output: str, overwrite: bool = False, repor
                                                                                                   SKIPPED)),
         "files": files, "seconds": round(time.time() - started, 3), "output": out_dir,
     }
-    if report:
-        from deita_ray.generation_report import write_generation_report
-
-        summary["report"] = write_generation_report(output, inputs)
-    fs.write_json(posixpath.join(output, "labels_summary.json"), summary)
     return summary
 
 
 def format_summary(summary: dict) -> str:
     chains = summary["chains"]
     ok = "(= labels of every valid chain)" if summary["reconciled"] else "!! DOES NOT RECONCILE"
+    if summary.get("partial_inputs"):
+        ok += f"  !! PARTIAL: read on purpose although incomplete: {', '.join(summary['partial_inputs'])}"
     lines = [f"chains in    {summary['chains_in']:>10,}   (valid {chains.get(VALID, 0):,}, invalid "
              f"{chains.get(INVALID, 0):,}, skipped {chains.get(SKIPPED, 0):,})",
              f"labels       {summary['labels_out']:>10,}   {ok}  "

@@ -23,6 +23,7 @@ from typing import Callable
 
 from deita_ray.config import RunConfig
 from deita_ray.io import fs
+from deita_ray.io.reader import input_signature
 from deita_ray.runner import markers
 from deita_ray.runner.layout import generation_dir, labels_dir, run_stats_path, scorer_dir, selection_dir
 
@@ -92,7 +93,7 @@ def generation_steps(config: RunConfig, seeds: list[str]) -> tuple[list[Step], d
         work = generation_dir(out, mode)
         evolve = build(EvolveSection, {**gen.evolve, "mode": mode}, "generation.evolve")
         evolve_cfg = evolve.job(seeds, work, model=_resolve_model(evolve.model, config.models_dir), overwrite=True)
-        evolve_fp = markers.fingerprint(dataclasses.asdict(evolve_cfg))
+        evolve_fp = markers.fingerprint(dataclasses.asdict(evolve_cfg), input_signature(seeds))
         judge = build(JudgeSection, dict(gen.judge), "generation.judge")
         judge_cfg = judge.job([posixpath.join(work, "evolved")], work,
                               model=_resolve_model(judge.model, config.models_dir), overwrite=True)
@@ -147,7 +148,8 @@ def build_steps(config: RunConfig, inputs: list[str], seeds: list[str] | None = 
                           _resolve_model(score.complexity_model, config.models_dir),
                           quality_model=trained.get("quality") or _resolve_model(score.quality_model, config.models_dir),
                           input_format=config.input_format, overwrite=True)
-    score_fp = markers.fingerprint(dataclasses.asdict(score_cfg), *upstream_fps)
+    # The pool's files (sizes, versions) are part of it: a file added to the pool is scored, never skipped.
+    score_fp = markers.fingerprint(dataclasses.asdict(score_cfg), input_signature(inputs), *upstream_fps)
     embed_cfg = embed.job([posixpath.join(out, "scored")], out, model=_resolve_model(embed.model, config.models_dir),
                           overwrite=True)
     # Chained on the upstream fingerprint: whatever re-ran upstream, this step runs again on what it produced.
@@ -203,13 +205,15 @@ def _train_step(task: str, section: dict, config: RunConfig, upstream: str) -> S
 
         return _summary_of_training(train(load_train_config(task, data=dict(section, resume=resume), preset=preset)))
 
+    read = input_signature(section["data"]) if task == "dpo" else []  # the pairs are the user's files
     return Step(task, f"{task.upper()} of {section['model']} ({preset or 'defaults'})",
-                markers.fingerprint(section, preset, upstream), run)
+                markers.fingerprint(section, preset, upstream, read), run)
 
 
 def _check_resources(config: RunConfig, log) -> None:
     """Every map step's request against the cluster, before the first step starts."""
-    from deita_ray.runner.session import ActorRequest, fit_actors, is_local_ray
+    from deita_ray.runner.options import auto_gpus
+    from deita_ray.runner.session import ActorRequest, fit_actors, is_local_ray, resolve_gpus
 
     local = is_local_ray(config.ray.address)
     sections = [("score", config.score, 2), ("embed", config.embed, 1)]
@@ -221,8 +225,22 @@ def _check_resources(config: RunConfig, log) -> None:
         sections += [("generation.evolve", build(EvolveSection, config.generation.evolve, "generation.evolve"), 1),
                      ("generation.judge", build(JudgeSection, config.generation.judge, "generation.judge"), 1)]
     for name, section, pools in sections:
-        request = ActorRequest(name, section.replicas, section.cpus_per_replica, section.gpus_per_replica)
-        fit_actors(name, [request] * pools, task_ops=2, local=local, log=lambda _line: None)
+        engine = section.engine_name() if hasattr(section, "engine_name") else section.engine
+        request = ActorRequest(name, section.replicas, section.cpus_per_replica, section.gpus_per_replica,
+                               auto_gpus(engine, section.tensor_parallel_size))
+        fit_actors(name, resolve_gpus([request] * pools), task_ops=2, local=local, log=lambda _line: None)
+    from deita_ray.runner.session import check_workers
+    from deita_ray.train.config import TrainConfig
+
+    defaults = TrainConfig.__pydantic_fields__
+    trainings = [("sft", config.sft), ("dpo", config.dpo)]
+    if config.generation is not None:
+        trainings.append(("generation.scorer", config.generation.scorer))
+    for name, section in trainings:
+        if section is not None:
+            value = lambda key: section.get(key, defaults[key].default)  # noqa: E731
+            check_workers(f"{name} training", value("num_workers"), value("cpus_per_worker"),
+                          1.0 if value("use_gpu") else 0.0, f"{name}.num_workers / cpus_per_worker / use_gpu")
 
 
 def _record(summary: dict) -> dict:
@@ -233,13 +251,21 @@ def _record(summary: dict) -> dict:
 
 
 def run_pipeline(config: RunConfig, log=print) -> dict:
+    from deita_ray.io.outputs import check_output
     from deita_ray.preflight import check_run_models
+    from deita_ray.runner.layout import OWN_DIRS, SELECTION_DIR
     from deita_ray.runner.lock import hold_output
     from deita_ray.runner.session import ensure_ray
 
     check_run_models(config)  # one line per bad model, before Ray starts
     inputs, seeds = _inputs(config, log)
-    with hold_output(config.output):
+    read = inputs + seeds + (list(config.dpo.get("data") or []) if config.dpo else [])
+    check_output(config.output, read, own=OWN_DIRS)
+    # The directories other commands write on their own (select -o OUT/selection, train -o OUT/sft) are
+    # checked too: a run must not start while one of them is being written.
+    inside = tuple(posixpath.join(config.output, d) for d in (SELECTION_DIR, "sft", "dpo", "scorers/complexity",
+                                                              "scorers/quality"))
+    with hold_output(config.output, inside=inside):
         steps = build_steps(config, inputs, seeds)
         ensure_ray(config.ray.address, config.ray.num_cpus)
         _check_resources(config, log)
@@ -272,6 +298,15 @@ def run_pipeline(config: RunConfig, log=print) -> dict:
 def _check_step(name: str, summary: dict, output: str) -> None:
     if name == "score" and summary["rows_in"] == 0:
         raise PipelineError("no rows to score: the inputs hold no records")
+    if "rows_succeeded" in summary:  # a map step: not one row may have succeeded
+        from deita_ray.runner.map_job import outcome_error
+
+        problem = outcome_error(summary)
+        if problem:
+            raise PipelineError(f"{problem}; the run stops here (see {output})")
+    if name.startswith("labels") and summary["rows_out"] == 0:
+        raise PipelineError(f"{name}: not one label from {summary['rows_in']:,} chains (no valid judgement); the run "
+                            f"stops here (see {output})")
     if not summary.get("reconciled", True):
         raise PipelineError(f"{name}: rows in {summary['rows_in']:,} != rows out {summary['rows_out']:,} + "
                             f"quarantined {summary['rows_quarantined']:,}; the run stops here (see {output})")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 
-from deita_ray.config import ConfigError
+from deita_ray.configlib import ConfigError
 
 HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+")
 
@@ -65,6 +65,13 @@ def check_model(key: str, model: str, tokenizer: bool = True) -> None:
         raise ConfigError(f"{key}: {model} is a file; give the model's directory")
     if local and not any(os.path.exists(os.path.join(path, f)) for f in ("config.json", "modules.json")):
         raise ConfigError(f"{key}: {model} has no config.json: not a Hugging Face model directory")
+    if local:  # a model that a deita-ray training wrote: only once that training finished
+        from deita_ray.runner.completion import IncompleteInput, check_complete
+
+        try:
+            check_complete([path])
+        except IncompleteInput as exc:
+            raise ConfigError(f"{key}: {exc}") from None
     from transformers import AutoConfig
 
     from deita_ray.prompts.tokens import load_tokenizer
@@ -101,3 +108,8 @@ def check_run_models(config) -> None:
         for key, part in (("evolve", gen.evolve), ("judge", gen.judge), ("scorer", gen.scorer)):
             if part.get("engine") != "http":
                 check_model(f"generation.{key}.model", part["model"])
+    for task in ("sft", "dpo"):  # training starts minutes later, on workers: a typo must stop the run now
+        section = getattr(config, task) or {}
+        for key in ("model", "ref_model"):
+            if section.get(key):
+                check_model(f"{task}.{key}", section[key])

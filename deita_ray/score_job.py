@@ -18,7 +18,7 @@ from typing import Literal
 
 from deita_ray.configlib import ConfigError, check, option, section
 from deita_ray.engines.config import EngineOptions, LLMConfig
-from deita_ray.runner.options import ActorResources, ReadOptions
+from deita_ray.runner.options import ActorResources, ReadOptions, auto_gpus, check_gpus
 from deita_ray.runner.layout import LAYOUTS
 from deita_ray.runner.map_job import ActorStep, StageSpec, format_summary, run_job  # noqa: F401 (re-export)
 from deita_ray.stages.score import ScoreStage, finalize_scores
@@ -41,6 +41,7 @@ class ScoreSection(ScoreOptions, EngineOptions):
         check(self)
         if self.engine in ("sentence-transformers", "http"):
             raise ConfigError(f"engine must be one of hf, vllm, fake for scoring, got {self.engine!r}")
+        check_gpus(self.engine, self.tensor_parallel_size, self.gpus_per_replica, "")
 
     def engine_config(self, model: str) -> LLMConfig:
         return LLMConfig(model=model, **{f.name: getattr(self, f.name) for f in fields(EngineOptions)})
@@ -74,7 +75,8 @@ def score_spec(config: ScoreJobConfig) -> StageSpec:
                      gpus=config.gpus_per_replica, batch_rows=config.batch_rows)
     return StageSpec(
         layout=LAYOUTS["score"],
-        actors=[ActorStep(ScoreStage, (kind, engine), **resources)
+        actors=[ActorStep(ScoreStage, (kind, engine), **resources,
+                          auto_gpus=auto_gpus(engine.engine, engine.tensor_parallel_size, engine.device))
                 for kind, engine in (("complexity", config.complexity), ("quality", config.quality))],
         post=[(finalize_scores, {"aggregation": config.aggregation})],
         sums={"complexity_tokens": "complexity_tokens", "quality_tokens": "quality_tokens",

@@ -28,7 +28,11 @@ import pyarrow.parquet as pq
 from deita_ray.io.embedding_store import EmbeddingStore
 from deita_ray.configlib import ConfigError, check, option, section
 from deita_ray.io import fs
-from deita_ray.io.writer import arrow_filesystem, clear_directory, list_parts, read_columns, write_table_atomic
+from deita_ray.io.outputs import check_output, clear_own_files
+from deita_ray.io.writer import arrow_filesystem, list_parts, read_columns, write_table_atomic
+from deita_ray.runner.completion import check_complete
+from deita_ray.runner.layout import SELECT_SUMMARY
+from deita_ray.runner.lock import hold_output
 from deita_ray.select.baselines import random_selection, top_by, turn_sum
 from deita_ray.select.candidates import diverse_candidates
 from deita_ray.select.repr_filter import normalise_rows, run_filter
@@ -66,6 +70,7 @@ class SelectJobConfig(SelectOptions):
     output: str                       # where selected.parquet / .jsonl, rejections and the summary go
     embeddings: str | None = None     # the `embeddings/` directory of `deita-ray embed` (diverse only)
     overwrite: bool = False
+    allow_partial: bool = False       # read scores/embeddings whose step did not finish (recorded)
 
     def __post_init__(self):
         check(self)
@@ -194,11 +199,36 @@ def write_sharegpt_jsonl(rows: pa.Table, path: str) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+# Every file a selection writes in its output directory: --overwrite removes these and nothing else.
+SELECTION_FILES = ("selected.parquet", "selected.jsonl", "rejections.parquet", "visits.parquet", SELECT_SUMMARY)
+
+
+def check_inputs(config: SelectJobConfig, log=print) -> list[str]:
+    """Before the output is touched: the inputs are there and complete, and the output keeps clear of them.
+    Returns the inputs read on purpose although incomplete (--allow-partial)."""
+    inputs = [config.scored] + ([config.embeddings] if config.strategy == "diverse" else [])
+    if not list_parts(config.scored):
+        raise FileNotFoundError(f"no scored Parquet under {config.scored} (run `deita-ray score` first)")
+    if config.strategy == "diverse" and not list_parts(config.embeddings):
+        raise FileNotFoundError(f"no embedding index under {config.embeddings} (run `deita-ray embed` first)")
+    partial = check_complete(inputs, config.allow_partial, log=log)
+    check_output(config.output, inputs)
+    return partial
+
+
 def select_pool(config: SelectJobConfig) -> dict:
     started = time.time()
-    if list_parts(config.output) and not config.overwrite:
-        raise FileExistsError(f"{config.output} already holds a selection; pass --overwrite to replace it")
-    clear_directory(config.output)
+    partial = check_inputs(config)
+    with hold_output(config.output):
+        existing = [name for name in SELECTION_FILES if fs.exists(posixpath.join(config.output, name))]
+        if existing and not config.overwrite:
+            raise FileExistsError(f"{config.output} already holds a selection ({existing[0]}); pass --overwrite to "
+                                  "replace it")
+        clear_own_files(config.output, SELECTION_FILES)  # the summary first of all: written again last
+        return _select(config, started, partial)
+
+
+def _select(config: SelectJobConfig, started: float, partial: list[str]) -> dict:
     rejections = None
     if config.strategy == "diverse":
         selected_ids, rejections, extra = _diverse(config)
@@ -222,9 +252,10 @@ def select_pool(config: SelectJobConfig) -> dict:
         "strategy": config.strategy, "budget": config.budget, "threshold": config.threshold,
         "selected": len(selected_ids),
         "rejected": rejections.num_rows if rejections is not None else 0, **extra,
-        "seconds": round(time.time() - started, 3), "output": config.output, "config": asdict(config),
+        "seconds": round(time.time() - started, 3), "output": config.output, "partial_inputs": partial,
+        "config": asdict(config),
     }
-    fs.write_json(posixpath.join(config.output, "select_summary.json"), summary)
+    fs.write_json(posixpath.join(config.output, SELECT_SUMMARY), summary)
     return summary
 
 

@@ -98,3 +98,27 @@ def test_shipped_clusters_keep_token_auth_on_and_the_dashboard_inside():
     assert "~/.ray/auth_token" in launcher["file_mounts"]
     for doc in sorted((REPO / "cluster").rglob("*.yaml")):
         assert not re.search(r"RAY_AUTH_MODE\s*[=:]\s*\"?disabled", doc.read_text()), doc
+
+
+# pip install of the project by a bare name (from an index): `deita-ray`, `deita_ray[gpu]`, "deita-ray==0.1", ...
+# A path (./x, ~/x, ${HOME}/x, /x), a wheel file or a git URL pinned to a commit is what a manifest may install.
+_BARE = re.compile(r"""^["']?deita[-_]ray(?:\[[^\]]*\])?(?:[=<>~!].*)?["']?$""", re.I)
+
+
+def _installs_by_bare_name(text: str) -> list[str]:
+    found = []
+    for command in re.findall(r"pip3?\s+install\s+([^\n#`]*)", text):
+        words = [w for w in shlex.split(command, posix=True) if not w.startswith("-")]
+        found += [w for w in words if _BARE.match(w)]
+    return found
+
+
+def test_no_manifest_installs_the_project_by_an_unpublished_name():
+    """Supply chain: nothing is published as deita-ray, so a bare-name install would run whoever registers it."""
+    assert _installs_by_bare_name('setup_commands:\n  - pip install "deita-ray[gpu]"\n') == ["deita-ray[gpu]"]
+    assert _installs_by_bare_name("pip install -U deita_ray==0.1.0") == ["deita_ray==0.1.0"]
+    assert not _installs_by_bare_name('pip install "${HOME}/deita_ray[gpu]" ./deita_ray dist/deita_ray-0.1-py3-none-any.whl')
+    for doc in [*DOCS, *sorted((REPO / "scripts").glob("*")), *sorted((REPO / ".ci").glob("*"))]:
+        assert not _installs_by_bare_name(doc.read_text()), f"{doc.relative_to(REPO)} installs deita-ray by name"
+    launcher = yaml.safe_load((REPO / "cluster" / "launcher" / "aws-gpu.yaml").read_text())
+    assert launcher["file_mounts"].get("~/deita_ray") == "."  # the checkout itself travels to every node

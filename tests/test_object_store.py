@@ -13,21 +13,16 @@ import time
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from servers import free_port
 
 pytestmark = pytest.mark.ray
 BUCKET = "deita-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_env():
     pytest.importorskip("moto")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
@@ -80,7 +75,7 @@ def test_two_runs_racing_for_an_output_on_s3_get_it_once(s3_env, monkeypatch):
 
     output = f"s3://{BUCKET}/race"
     with hold_output(output) as holder:
-        race_against(monkeypatch)
+        race_against(monkeypatch, output)
         with pytest.raises(OutputLocked, match="that started at the same moment"):
             RunLock(output).acquire()
         monkeypatch.undo()

@@ -73,10 +73,26 @@ def test_run_outputs_stats_and_report(clean_run, pool_dir):
     assert run["report"].endswith("index.html")
 
 
-def test_same_input_and_config_give_the_same_selection(clean_run, tiny_models, pool_dir, tmp_path):
+def test_same_input_and_config_give_the_same_selection_and_new_rows_are_scored(clean_run, tiny_models, pool_dir,
+                                                                              tmp_path):
+    import shutil
+
     out, _ = clean_run
-    run_pipeline(load_config(None, data=_config(tiny_models, pool_dir, tmp_path)), log=lambda *_: None)
-    assert _selected(tmp_path) == _selected(out)
+    pool = tmp_path / "pool"
+    shutil.copytree(pool_dir, pool)  # the same files elsewhere: the same ids
+    config = _config(tiny_models, pool, tmp_path / "out")
+    first = run_pipeline(load_config(None, data=config), log=lambda *_: None)
+    assert _selected(tmp_path / "out") == _selected(out)
+    # A file of 10 rows added to the pool: the step's fingerprint covers what it read, so scoring runs again
+    # (and everything after it) instead of "already done, skipped".
+    (pool / "more.jsonl").write_text("".join(json.dumps({"id": f"new-{i}", "conversations": [
+        {"from": "human", "value": f"New question {i}?"}, {"from": "gpt", "value": f"New answer {i}."}]}) + "\n"
+        for i in range(10)))
+    logs = []
+    again = run_pipeline(load_config(None, data=config), log=logs.append)
+    assert "[1/3] scoring" in logs and not any("already done" in line for line in logs)
+    assert again["stages"]["score"]["rows_in"] == first["stages"]["score"]["rows_in"] + 10
+    assert again["stages"]["embed"]["rows_out"] == first["stages"]["embed"]["rows_out"] + 10
 
 
 def test_rerun_skips_finished_stages(clean_run, tiny_models, pool_dir):

@@ -3,8 +3,6 @@ select -> SFT -> DPO on CPU with tiny models; a rerun skips every step; a change
 the steps after it; a config without a generation section uses the scorers it is given."""
 
 import json
-import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -142,13 +140,9 @@ def test_scorers_the_recipe_trains_rank_held_out_judged_variants(ray_session, mo
     from deita_ray.stages.evolve import EvolveStage
     from deita_ray.stages.judge import JudgeStage
     from deita_ray.stages.score import ScoreStage
-    from test_http_engine import STUB, _free_port, _stop, _wait_until_up
+    from servers import stub_server
 
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, str(STUB), str(port)])
-    try:
-        _wait_until_up(f"http://127.0.0.1:{port}/stats", server, 20)
-        api = f"http://127.0.0.1:{port}/v1"
+    with stub_server() as api:
         http = {"engine": "http", "api_base": api}
         config = _recipe(tmp_path, models_dir, **{
             "generation.modes": "[complexity]", "sample_seeds.samples": 160, "sample_pool.samples": 60,
@@ -168,8 +162,6 @@ def test_scorers_the_recipe_trains_rank_held_out_judged_variants(ray_session, mo
         engine = LLMConfig(model="rewriter", **http)
         chains = EvolveStage("complexity", engine, Sampling(temperature=1.0), rounds=5, seed=99)(seeds)
         judged = JudgeStage(LLMConfig(model="judge-keyword", **http))(chains).to_pylist()
-    finally:
-        _stop(server)
     pairs = [(v, s) for row in judged if row["scores"] for v, s in zip(row["variants"], row["scores"])]
     pool = pa.Table.from_pylist([{"id": str(i), "conversations": [{"from": "human", "value": v},
                                                                   {"from": "gpt", "value": "ok"}]}

@@ -91,16 +91,53 @@ def test_backends_agree_where_similarities_sit_on_tau(monkeypatch):
 def test_backend_choice_and_refusals(monkeypatch):
     from deita_ray.select import kept_index
 
-    assert kept_index.choose_backend("auto", "cpu") == ("faiss", False)
-    assert kept_index.choose_backend("torch", "auto") == ("torch", False)  # no CUDA here: torch on the CPU
+    assert kept_index.choose_backend("auto", "cpu")[:2] == ("faiss", False)
+    assert kept_index.choose_backend("torch", "auto")[:2] == ("torch", False)  # no CUDA here: torch on the CPU
     monkeypatch.setattr(kept_index, "faiss_installed", lambda: False)
-    assert kept_index.choose_backend("auto", "auto") == ("torch", False)  # a machine without faiss still filters
+    assert kept_index.choose_backend("auto", "auto")[:2] == ("torch", False)  # a machine without faiss still filters
     with pytest.raises(RuntimeError, match="faiss is not installed"):
         kept_index.choose_backend("faiss", "cpu")
     with pytest.raises(RuntimeError, match="torch sees no CUDA device"):
         kept_index.choose_backend("torch", "gpu")
     with pytest.raises(ValueError, match="backend must be one of"):
         kept_index.choose_backend("annoy", "cpu")
+
+
+@pytest.mark.parametrize("distribution, capability, backend", [
+    ("faiss-gpu-cu12", (8, 0), "faiss"),   # A100: sm_80 kernels
+    ("faiss-gpu-cu12", (8, 9), "faiss"),   # L4/Ada runs sm_80 code
+    ("faiss-gpu-cu12", (9, 0), "torch"),   # H100/H200: no sm_90 kernels, FAISS would abort the process
+    ("faiss-gpu-cu12", (12, 0), "torch"),  # Blackwell
+    ("faiss-gpu", (9, 0), "faiss"),        # Meta's build: sm_90 SASS
+    ("faiss-gpu", (12, 0), "faiss"),       # ... and compute_90 PTX, compiled for newer GPUs by the driver
+    ("faiss-gpu", (6, 1), "torch"),        # Pascal: older than any of its code
+])
+def test_auto_picks_a_backend_that_runs_on_the_gpu_it_finds(distribution, capability, backend):
+    """A simulated machine: FAISS's GPU build installed and seeing a GPU of `capability`, torch seeing it too."""
+    from functools import partial
+
+    from deita_ray.select import faiss_gpu, kept_index
+
+    verdict = partial(faiss_gpu.faiss_gpu_verdict, distribution=distribution, probe=lambda: pytest.fail("probed"))
+    choice = kept_index.choose_backend("auto", "auto", faiss_gpu=True, torch_gpu=True, capability=capability,
+                                       verdict=verdict)
+    assert (choice.backend, choice.on_gpu, choice.fallback) == (backend, True, backend == "torch")
+    if backend == "torch":  # the one line a fallback prints, and the refusal when FAISS on the GPU is asked for
+        assert f"compute capability {capability[0]}.{capability[1]}" in choice.why
+        with pytest.raises(RuntimeError, match="backend='faiss' with device='gpu', but .*carries kernels for"):
+            kept_index.choose_backend("faiss", "gpu", faiss_gpu=True, torch_gpu=True, capability=capability,
+                                      verdict=verdict)
+        on_cpu = kept_index.choose_backend("auto", "auto", faiss_gpu=True, torch_gpu=False, capability=capability,
+                                           verdict=verdict)
+        assert on_cpu[:2] == ("faiss", False) and on_cpu.fallback
+
+
+def test_an_unknown_faiss_gpu_build_is_probed_in_a_subprocess():
+    from deita_ray.select import faiss_gpu
+
+    ok, why = faiss_gpu.faiss_gpu_verdict((9, 0), distribution="faiss-from-conda", probe=faiss_gpu.probe_in_subprocess)
+    assert not ok and "failed in a subprocess" in why  # faiss-cpu here: StandardGpuResources does not exist
+    assert faiss_gpu.faiss_distribution() == "faiss-cpu"
 
 
 def test_first_candidate_is_always_kept_and_rejection_is_strict():

@@ -110,17 +110,18 @@ def test_a_taken_over_holder_on_another_thread_exits(tmp_path):
     assert code == 75 and "another run took this output over (host other-host, pid 7" in err
 
 
-def race_against(monkeypatch) -> None:
-    """Make the next lock read see no lock, as a run does that read an instant before the holder created
-    it: the exclusive create is then all that keeps the second run out."""
+def race_against(monkeypatch, output: str) -> None:
+    """Make the next read of `output`'s lock see no lock, as a run does that read an instant before the holder
+    created it: the exclusive create is then all that keeps the second run out."""
     from deita_ray.io import fs
 
     real = fs.read_json
     calls = []
 
     def first_read_sees_nothing(url):
-        calls.append(url)
-        return None if len(calls) == 1 else real(url)
+        if url == lock_path(output):
+            calls.append(url)
+        return None if len(calls) == 1 and url == lock_path(output) else real(url)
 
     monkeypatch.setattr(fs, "read_json", first_read_sees_nothing)
 
@@ -129,7 +130,7 @@ def race_against(monkeypatch) -> None:
 def test_two_runs_racing_for_a_free_output_get_it_once(tmp_path, monkeypatch, where):
     output = str(tmp_path) if where == "local" else "memory://deita-lock-race/out"
     with hold_output(output):
-        race_against(monkeypatch)
+        race_against(monkeypatch, output)
         with pytest.raises(OutputLocked, match="that started at the same moment"):
             RunLock(output).acquire()
 

@@ -68,7 +68,7 @@ def test_models_are_checked_before_ray_starts(case, pool_dir, tiny_models, tmp_p
     proc, seconds = _score(pool_dir, tmp_path / "out", model, tiny_models["scorer-quality"], timeout=60)
     line = _one_error_line(proc)
     expected = "model not found" if case == "missing" else "has no tokenizer files"
-    assert f"--complexity-model: " in line and expected in line, line
+    assert "--complexity-model: " in line and expected in line, line
     assert "Ray" not in proc.stderr and seconds < 20
 
 

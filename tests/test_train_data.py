@@ -77,12 +77,34 @@ def test_dpo_reads_plain_ultrafeedback_and_sharegpt_preference_styles(tmp_path, 
     assert stats["skipped"] == {"chosen equals rejected": 1, "a preference row needs chosen and rejected": 1}
 
 
-def test_dpo_cuts_long_prompts_to_their_last_tokens(tmp_path, tokenizer):
-    rows = [{"prompt": "start " + "filler " * 300 + "the real question?", "chosen": "a", "rejected": "b"}]
-    table, stats = data.prepare_dpo([_write_jsonl(tmp_path / "p.jsonl", rows)], tokenizer, max_prompt_length=32)
-    prompt = table.column("prompt")[0].as_py()
-    assert stats["rows_cut_to_fit"] == 1 and prompt.endswith("the real question? ASSISTANT:")
-    assert "start" not in prompt and len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= 33
+def test_dpo_cuts_as_the_trl_of_the_paper_did(tmp_path, tokenizer):
+    """TRL 0.7.2 (what Deita's dpo_train.py ran): a prompt is cut only when prompt + the longer answer exceed
+    max_length; then to its last max_prompt_length tokens, and answers to max_length - max_prompt_length."""
+    long_prompt = "start " + "filler " * 300 + "the real question?"
+    rows = [{"prompt": long_prompt, "chosen": "a", "rejected": "b"},                       # fits max_length: kept whole
+            {"prompt": long_prompt, "chosen": "word " * 400, "rejected": "b"}]             # does not: cut
+    path = _write_jsonl(tmp_path / "p.jsonl", rows)
+    table, stats = data.prepare_dpo([path], tokenizer, max_prompt_length=32, max_length=1400)  # prompt: ~1.2K tokens
+    whole, cut = table.to_pylist()
+    assert "start" in whole["prompt"] and stats["rows_cut_to_fit"] == 1
+    assert cut["prompt"].endswith("the real question? ASSISTANT:") and "start" not in cut["prompt"]
+    assert len(tokenizer(cut["prompt"], add_special_tokens=False)["input_ids"]) <= 33
+    assert len(tokenizer(cut["chosen"], add_special_tokens=False)["input_ids"]) <= 1400 - 32 + 1
+    assert cut["rejected"] == " b</s>"
+
+
+def test_dpo_max_pairs_draws_as_deitas_sample_ultrafeedback(tmp_path, tokenizer):
+    import random
+
+    rows = [{"prompt": f"Question {i}?", "chosen": f"Good {i}.", "rejected": f"Bad {i}."} for i in range(50)]
+    table, stats = data.prepare_dpo([_write_jsonl(tmp_path / "p.jsonl", rows)], tokenizer, max_pairs=10, seed=42)
+    random.seed(42)  # src/deita/data/sample_ultrafeedback.py: random.seed(42); random.sample(range(len(data)), n)
+    expected = random.sample(range(50), 10)
+    assert [r["chosen"] for r in table.to_pylist()] == [f" Good {i}.</s>" for i in expected]
+    assert stats["sampling"] == {"pairs_read": 50, "max_pairs": 10, "seed": 42}
+    assert stats["rows_in"] == stats["rows_used"] == 10
+    everything, stats = data.prepare_dpo([_write_jsonl(tmp_path / "p.jsonl", rows)], tokenizer, max_pairs=100)
+    assert everything.num_rows == 50 and stats["sampling"] is None
 
 
 def test_dpo_on_the_shared_preference_demo(shared_data, tokenizer):
@@ -109,6 +131,66 @@ def test_scorer_rows_end_in_the_score_digit_which_is_the_only_loss_token(tmp_pat
     q, _ = data.prepare_scorer([_write_jsonl(tmp_path / "q.jsonl", [{"instruction": "I", "response": "R", "score": 1}])],
                                tokenizer, "quality")
     assert q.to_pylist()[0]["input_ids"][:-1] == tokenizer.encode(quality_prompt("I", "R"))
+
+
+def test_a_filled_label_prompt_over_the_context_is_cut_the_way_score_cuts(tmp_path, tokenizer):
+    """Not at its end: the digit must follow `##Complexity: ` / `##Quality: ` in training as in scoring."""
+    from deita_ray.engines.base import digit_token_ids
+    from deita_ray.prompts import complexity_prompt, quality_prompt
+    from deita_ray.prompts.truncate import fit_prompt
+
+    digits = digit_token_ids(tokenizer)
+    long = "a very long question " * 200
+    rows = [{"conversations": [{"from": "human", "value": complexity_prompt(long)}, {"from": "gpt", "value": "5"}]}]
+    table, stats = data.prepare_scorer([_write_jsonl(tmp_path / "c.jsonl", rows)], tokenizer, "complexity",
+                                       max_length=128)
+    ids = table.to_pylist()[0]["input_ids"]
+    assert stats["rows_cut_to_fit"] == 1 and len(ids) <= 128 and ids[-1] == digits[4]
+    assert tokenizer.decode(ids[:-1]).endswith("  \n##Complexity: ")
+    assert ids[:-1] == fit_prompt(lambda f: complexity_prompt(f[0]), [long], tokenizer, 127)[0]  # as score does
+    rows = [{"conversations": [{"from": "human", "value": quality_prompt("Q?", long)}, {"from": "gpt", "value": "2"}]}]
+    table, _ = data.prepare_scorer([_write_jsonl(tmp_path / "q.jsonl", rows)], tokenizer, "quality", max_length=128)
+    ids = table.to_pylist()[0]["input_ids"]
+    assert tokenizer.decode(ids[:-1]).endswith(" \n##Quality: ") and ids[-1] == digits[1]
+
+
+def test_presets_are_the_papers_appendix_a(tiny_models, tmp_path):
+    """Appendix A: 13B runs 6 epochs at batch 128 (LLaMA-1: lr 1e-5, warmup 0.03; LLaMA-2: lr 2e-5, warmup 0.1);
+    every experiment at max length 2048; scorers as train_scorers.sh; DPO on 10K pairs, seed 42."""
+    model = str(tiny_models["scorer-complexity"])
+    base = {"model": model, "data": _write_jsonl(tmp_path / "s.jsonl", [{"conversations": CONV}]),
+            "output": str(tmp_path / "o")}
+    keys = ("learning_rate", "epochs", "global_batch_size", "warmup_ratio", "max_length")
+    for preset, values in [("deita-llama1-13b-sft", (1e-5, 6, 128, 0.03, 2048)),
+                           ("deita-llama2-13b-sft", (2e-5, 6, 128, 0.1, 2048)),
+                           ("deita-mistral-7b-sft", (2e-5, 6, 512, 0.1, 2048))]:
+        cfg = load_train_config("sft", data=base, preset=preset)
+        assert tuple(getattr(cfg, k) for k in keys) == values, preset
+    scorer = load_train_config("scorer", data=base)  # no preset: train_scorers.sh wherever a scorer is trained
+    assert tuple(getattr(scorer, k) for k in keys) + (scorer.lr_scheduler,) == (2e-5, 6, 512, 0.1, 2048, "cosine")
+    dpo = load_train_config("dpo", data=base, preset="deita-mistral-7b-dpo")
+    assert (dpo.max_pairs, dpo.seed, dpo.max_length) == (10000, 42, 2048)
+
+
+def test_help_shows_what_each_task_uses_and_dry_run_prints_it(tiny_models, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "deita_ray.cli", "train", *args], capture_output=True, text=True,
+                              timeout=120)
+
+    help_text = " ".join(run("dpo", "--help").stdout.split())
+    assert "peak learning rate (> 0) (default: 5e-07)" in help_text and "epochs over the data (>= 1) (default: 1)" in help_text
+    assert "(default: 512)" in " ".join(run("scorer", "--help").stdout.split())
+    data = _write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Q?", "chosen": "a", "rejected": "b"}])
+    out = run("dpo", data, "--model", str(tiny_models["scorer-quality"]), "-o", str(tmp_path / "dpo"),
+              "--preset", "deita-mistral-7b-dpo", "--epochs", "2", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    resolved = json.loads(out.stdout)
+    assert (resolved["learning_rate"], resolved["epochs"], resolved["max_pairs"], resolved["beta"]) == (5e-7, 2, 10000, 0.1)
+    assert "Ray" not in out.stderr and not (tmp_path / "dpo").exists()
 
 
 def test_train_config_presets_overrides_and_errors(tiny_models, tmp_path):

@@ -59,6 +59,57 @@ def test_scores_agree_between_engines(vllm_engine, hf_config, pool_dir):
     assert truncated > 0, "the comparison should include truncated prompts"
 
 
+def test_threads_sharing_one_engine_get_their_own_rows(vllm_engine):
+    """Ray Data runs several batches of one actor in threads. vLLM's LLM.generate collects every request that
+    finishes on the engine, so without one caller at a time a thread could get another's rows."""
+    import threading
+
+    prompts = [[[(t * 31 + i * 7 + k) % 200 + 5 for k in range(10 + (t + i) % 30)] for i in range(12)] for t in range(4)]
+    digits = [11, 12, 13, 14, 15, 16]
+    alone = [vllm_engine.token_logits(p, digits) for p in prompts]
+    together, barrier = [None] * 4, threading.Barrier(4)
+
+    def call(t):
+        barrier.wait()
+        together[t] = vllm_engine.token_logits(prompts[t], digits)
+
+    threads = [threading.Thread(target=call, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for t in range(4):
+        np.testing.assert_allclose(together[t], alone[t], atol=1e-5)
+
+
+@pytest.mark.ray
+def test_teacher_forced_vllm_judge_with_batches_in_flight_on_ray_equals_in_process(ray_session, tiny_models,
+                                                                                  tmp_path):
+    """The judge the way a cluster runs it: vLLM, teacher-forced digits, batches of 2 chains, 4 in flight on one
+    actor; row by row equal to the same judge in this process."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from deita_ray.io.writer import write_part
+    from deita_ray.judge_job import JudgeSection, judge_local, judge_pool
+
+    chains = [{"id": f"c{i}", "mode": "complexity" if i % 2 else "quality", "instruction": f"Question {i}?",
+               "variants": [f"Variant {i}.{r} " + "more " * (r + i % 5) for r in range(2 + i % 5)]} for i in range(24)]
+    evolved = tmp_path / "evolved"
+    write_part(pa.Table.from_pylist(chains), str(evolved), "part-0.parquet")
+    section = JudgeSection(model=str(tiny_models["scorer-complexity"]), engine="vllm", method="teacher-force",
+                           batch_rows=2, batches_in_flight=4, cpus_per_replica=0.5, max_length=512, enforce_eager=True)
+    on_ray = judge_pool(section.job([str(evolved)], str(tmp_path / "ray")))
+    local = judge_local(section.job([str(evolved)], str(tmp_path / "local")))
+    assert on_ray["reconciled"] and on_ray["rows_out"] == local["rows_out"] == 24
+    columns = ["id", "judge_status", "scores", "judgement"]
+    rows = {name: sorted(pq.read_table(str(tmp_path / name / "judged"), columns=columns).to_pylist(),
+                         key=lambda r: r["id"]) for name in ("ray", "local")}
+    assert rows["ray"] == rows["local"], json.dumps([a for a, b in zip(rows["ray"], rows["local"]) if a != b])[:500]
+
+
 @pytest.mark.ray
 def test_vllm_inside_ray_actors_equals_in_process_hf(ray_session, tiny_models, hf_configs, pool_dir, tmp_path):
     """The way users run it: vLLM engines in Ray Data actor pools (one per scorer), against the in-process hf run."""

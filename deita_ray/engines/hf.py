@@ -71,7 +71,8 @@ class HFEngine:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        dtype = getattr(torch, config.dtype) if config.dtype != "auto" else "auto"
+        name = config.model_dtype(self.device.type == "cuda")
+        dtype = getattr(torch, name) if name != "auto" else "auto"
         # Loaded straight onto the device (a 13B model need not pass through host memory first).
         self.model = AutoModelForCausalLM.from_pretrained(
             config.model, **{"dtype": dtype, "device_map": load_device_map(self.device), **config.extra}).eval()

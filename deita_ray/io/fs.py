@@ -96,10 +96,30 @@ def write_bytes(url: str, data: bytes) -> str:
     if parent:
         fs.makedirs(parent, exist_ok=True)
     temporary = posixpath.join(parent, f"_{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.inprogress")
-    with fs.open(temporary, "wb") as f:
-        f.write(data)
-    fs.mv(temporary, path)
+    with discarded_on_failure(fs, temporary):
+        with fs.open(temporary, "wb") as f:
+            f.write(data)
+        fs.mv(temporary, path)
     return path
+
+
+class discarded_on_failure:
+    """Remove a temporary file when the block that writes it fails (a full disk must not leave it behind)."""
+
+    def __init__(self, filesystem, temporary: str):
+        self.filesystem, self.temporary = filesystem, temporary
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is not None:
+            try:
+                if self.filesystem.exists(self.temporary):
+                    self.filesystem.rm_file(self.temporary)
+            except OSError:
+                pass  # the original error is the one to report
+        return False
 
 
 def write_text(url: str, text: str) -> str:
@@ -125,16 +145,19 @@ def create_exclusive(url: str, data: bytes) -> bool:
     if is_local(url):
         os.makedirs(parent or ".", exist_ok=True)
         temporary = posixpath.join(parent, f"_{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.inprogress")
-        with open(temporary, "wb") as f:
-            f.write(data)
         try:
+            with open(temporary, "wb") as f:
+                f.write(data)
             os.link(temporary, path)
         except FileExistsError:
             return False
-        except OSError as exc:  # a filesystem without hard links
-            raise NotImplementedError(f"no hard links at {parent}: {exc}") from exc
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):  # no hard links here
+                raise NotImplementedError(f"no hard links at {parent}: {exc}") from exc
+            raise  # a full disk, no permission: the caller's error, not a missing feature
         finally:
-            os.remove(temporary)
+            if os.path.exists(temporary):
+                os.remove(temporary)
         return True
     if not protocols & _EXCLUSIVE_CREATE:
         raise NotImplementedError(f"{type(filesystem).__name__} has no exclusive create")
@@ -173,9 +196,12 @@ class _AtomicWriter:
         return self
 
     def __exit__(self, kind, value, tb):
-        self.file.close()
-        if kind is None:
-            self.fs.mv(self.temporary, self.path)
-        elif self.fs.exists(self.temporary):
-            self.fs.rm(self.temporary)
+        with discarded_on_failure(self.fs, self.temporary):
+            try:
+                self.file.close()  # flushing may fail too (a full disk)
+            finally:
+                if kind is not None and self.fs.exists(self.temporary):
+                    self.fs.rm_file(self.temporary)
+            if kind is None:
+                self.fs.mv(self.temporary, self.path)
         return False

@@ -45,8 +45,16 @@ def failure_class(exc: BaseException) -> str:
     return TRANSIENT if any(key in name for name in names for key in _TRANSIENT_NAMES) else PERMANENT
 
 
+def is_fatal(exc: BaseException) -> bool:
+    """A failure of the command, not of a row: the engine cannot serve anything as configured (a refused API
+    key, a wrong URL; such exceptions say `fatal = True`). No row is blamed for it: the stage stops."""
+    return bool(getattr(exc, "fatal", False))
+
+
 def engine_error(exc: BaseException) -> tuple[str, str]:
-    """(reason, class) for an exception an engine raised on some rows."""
+    """(reason, class) for an exception an engine raised on some rows; a fatal one is raised again."""
+    if is_fatal(exc):
+        raise exc
     return f"engine error: {type(exc).__name__}: {exc}"[:500], failure_class(exc)
 
 
@@ -113,4 +121,7 @@ def split_failures(table: pa.Table, quarantine_dir: str, stage: str) -> pa.Table
 def transient_parts(quarantine_dir: str) -> list[str]:
     from deita_ray.io.writer import list_parts
 
-    return [p for p in list_parts(quarantine_dir) if f"-{TRANSIENT}-" in posixpath.basename(p)]
+    from deita_ray.io.outputs import OWN_FILE
+
+    return [p for p in list_parts(quarantine_dir) if f"-{TRANSIENT}-" in posixpath.basename(p)
+            and OWN_FILE.fullmatch(posixpath.basename(p))]

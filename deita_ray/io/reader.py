@@ -79,6 +79,29 @@ def expand_inputs(url: str, not_read: list[str] | None = None) -> list[str]:
     return [fs.unstrip_protocol(p) if "://" in url else p for p in files]
 
 
+def input_signature(inputs: list[str]) -> list[list]:
+    """What a step reads, for its fingerprint: every file the inputs name, with its size and its version (ETag on
+    object stores, else the modification time). A file added, removed or changed gives another signature."""
+    found = []
+    for url in inputs:
+        try:
+            files = set(expand_inputs(url))
+        except InputError as exc:  # said again, in one line, by the step that reads it
+            found.append([url, None, str(exc)])
+            continue
+        filesystem, path = _open_fs(url)
+        if filesystem.isdir(path):  # one listing with details instead of a request per file
+            details = {(filesystem.unstrip_protocol(p) if "://" in url else p): info
+                       for p, info in filesystem.find(path, detail=True).items()}
+        else:
+            details = {f: filesystem.info(_open_fs(f)[1]) for f in files}
+        for name in sorted(files):
+            info = details.get(name) or filesystem.info(_open_fs(name)[1])
+            version = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
+            found.append([name, info.get("size"), str(version)])
+    return found
+
+
 def compression(path: str) -> str | None:
     """gzip | zstd | bz2 for a compressed file (by extension), else None."""
     for ext, name in COMPRESSIONS.items():

@@ -42,9 +42,12 @@ def write_part(table: pa.Table, directory: str, name: str) -> str:
     fs.makedirs(path, exist_ok=True)
     target = posixpath.join(path, name)
     temporary = posixpath.join(path, f"_{name}.{uuid.uuid4().hex[:8]}.inprogress")
-    with fs.open(temporary, "wb") as f:
-        pq.write_table(table, f)
-    fs.mv(temporary, target)
+    from deita_ray.io.fs import discarded_on_failure
+
+    with discarded_on_failure(fs, temporary):
+        with fs.open(temporary, "wb") as f:
+            pq.write_table(table, f)
+        fs.mv(temporary, target)
     return target
 
 
@@ -119,9 +122,3 @@ def count_values(directory: str, column: str) -> dict[str, int]:
         for item in pc.value_counts(pq.read_table(part, columns=[column], filesystem=fs).column(column)).to_pylist():
             counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
     return counts
-
-
-def clear_directory(directory: str) -> None:
-    fs, path = _fs(directory)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)

@@ -35,6 +35,26 @@ def quality_prompt(instruction: str, output: str) -> str:
     return QUALITY_TEMPLATE.format(instruction=instruction, output=output)
 
 
+def scorer_fields(kind: str, prompt: str) -> list[str] | None:
+    """The fields (instruction[, output]) of a filled scorer prompt, or None when `prompt` is not one: so a
+    label given as its filled prompt can be cut the way `score` cuts (the template kept, the fields shortened)."""
+    template = COMPLEXITY_TEMPLATE if kind == "complexity" else QUALITY_TEMPLATE
+    head, rest = template.split("{instruction}")
+    if kind == "complexity":
+        tail = rest
+        if not (prompt.startswith(head) and prompt.endswith(tail)) or len(prompt) < len(head) + len(tail):
+            return None
+        return [prompt[len(head):len(prompt) - len(tail)]]
+    middle, tail = rest.split("{output}")
+    if not (prompt.startswith(head) and prompt.endswith(tail)):
+        return None
+    body = prompt[len(head):len(prompt) - len(tail)]
+    if middle not in body:
+        return None
+    instruction, output = body.split(middle, 1)  # at the first separator
+    return [instruction, output]
+
+
 def expected_scores(digit_logits: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
     """Score = sum_i i * softmax(logits of digits "1".."6")_i, per row.
 

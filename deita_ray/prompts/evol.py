@@ -1,14 +1,20 @@
-"""Evol Complexity and Evol Quality: the rewriting prompts, the operation of each round, elimination.
+"""Evol Complexity and Evol Quality: the rewriting prompts, the operation of each round, what makes a variant fail.
 
     from deita_ray.prompts import evol
     op = evol.operation("seed-17", round=3, mode="complexity")          # reproducible from (seed id, round)
     prompt = evol.rewrite_prompt("complexity", op, previous_instruction)
     text = evol.extract_rewrite("complexity", generation_text)
-    reason = evol.elimination_reason("complexity", text, finish_reason)  # None: the variant is kept
+    reason = evol.failure_reason("complexity", text, previous, finish_reason)   # None: the variant is kept
 
-The prompt texts are the method's own specification (Deita paper appendix; WizardLM's in-depth
-operations), pinned byte for byte by tests against ../shared/notes/evol-judge.md. Elimination
-follows WizardLM's deterministic rules; an eliminated variant ends its chain (notes §3).
+The prompt texts are the method's own specification (the Deita paper's Tables 12-13 and 16-17;
+WizardLM's in-depth operations), pinned byte for byte by tests against an independent transcription.
+Deita describes no elimination: every chain has M+1 = 6 variants (paper §2.3, "6 variations in total").
+So by default a variant fails only when it is not a usable text (empty, cut by the token limit, the
+previous variant again, or copying the rewriting prompt's markers); the round is then retried with a
+new sampling seed (notes/evol-judge.md §3). WizardLM's rules about the answer to an evolved
+instruction ("sorry" in fewer than 80 words; only punctuation and stop words) are an option, applied to
+Evol Quality variants only, since those are responses. Words are counted on every script: a CJK
+character counts as one word, any other run of letters or digits as one.
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ MARKERS = {"complexity": "#Rewritten Prompt#:", "quality": "#Rewritten Response#
 # Words of the evolving prompt that must not leak into a variant (WizardLM's copy rule).
 LEAKS = {"complexity": ("#Given Prompt#", "#Rewritten Prompt#", "given prompt", "rewritten prompt"),
          "quality": ("#Given Response#", "#Rewritten Response#", "given response", "rewritten response")}
-# A compact English stop-word list (NLTK's, minus contractions) for the "nothing but stop words" rule.
+# A compact English stop-word list (NLTK's, minus contractions) for WizardLM's "nothing but stop words" rule.
 STOP_WORDS = frozenset("""a about above after again against all am an and any are as at be because been before being
 below between both but by can could did do does doing down during each few for from further had has have having he
 her here hers herself him himself his how i if in into is it its itself just me more most my myself no nor not now of
@@ -101,10 +107,12 @@ def operation(seed_id: str, round: int, mode: str) -> str:
     return names[int.from_bytes(digest[:8], "little") % len(names)]
 
 
-def request_seed(base: int, mode: str, seed_id: str, round: int) -> int:
-    """The sampling seed of one rewrite request, from (run seed, mode, seed id, round): a chain's
-    text does not depend on the batch, the worker or a retry (31 bits: every backend takes it)."""
-    digest = hashlib.sha256(f"{base}\0{mode}\0{seed_id}\0{round}".encode("utf-8", "surrogatepass")).digest()
+def request_seed(base: int, mode: str, seed_id: str, round: int, attempt: int = 0) -> int:
+    """The sampling seed of one rewrite request, from (run seed, mode, seed id, round, attempt): a chain's
+    text does not depend on the batch, the worker or a rerun, and a retried round samples anew (31 bits:
+    every backend takes it)."""
+    key = f"{base}\0{mode}\0{seed_id}\0{round}" + (f"\0{attempt}" if attempt else "")
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
@@ -128,23 +136,37 @@ def extract_rewrite(mode: str, text: str) -> str:
     return text.strip()
 
 
-_WORDS = re.compile(r"[A-Za-z0-9']+")
+# One word: a CJK ideograph, kana or hangul syllable (those scripts write no spaces), or a run of letters,
+# digits and apostrophes of any other script.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_WORDS = re.compile(f"[{_CJK}]|(?:(?![{_CJK}])[\\w'])+")
+RETRIES = 2  # attempts after the first one of a round that failed, each with its own sampling seed
 
 
-def elimination_reason(mode: str, variant: str, finish_reason: str = "stop") -> str | None:
-    """Why a variant fails (WizardLM's rules), or None when it is kept."""
+def words(text: str) -> list[str]:
+    """The words of `text`, on every script (so a rule that counts words never sees Russian or Chinese as empty)."""
+    return _WORDS.findall(text)
+
+
+def failure_reason(mode: str, variant: str, previous: str, finish_reason: str = "stop",
+                   wizardlm_rules: bool = False) -> str | None:
+    """Why a rewrite is not a usable variant, or None when it is kept. Only text that cannot serve fails by
+    default; `wizardlm_rules` adds WizardLM's rules about responses, for Evol Quality variants only."""
     _check_mode(mode)
     if finish_reason == "length":
         return "cut by the token limit"
     if not variant.strip():
         return "empty"
-    words = _WORDS.findall(variant)
-    if "sorry" in variant.lower() and len(words) < 80:
-        return "an apology shorter than 80 words"
-    if all(w.lower().strip("'") in STOP_WORDS for w in words):  # also true when there are no words at all
-        return "only punctuation and stop words"
+    if variant.strip() == previous.strip():
+        return "identical to the previous variant"
     lowered = variant.lower()
     for leak in LEAKS[mode]:
         if (leak.lower() in lowered) if leak.islower() else (leak in variant):
             return f"copies the rewriting prompt ({leak!r})"
+    if wizardlm_rules and mode == "quality":
+        found = words(variant)
+        if "sorry" in lowered and len(found) < 80:
+            return "an apology shorter than 80 words (WizardLM rule)"
+        if all(w.lower().strip("'") in STOP_WORDS for w in found):  # also true when there are no words at all
+            return "only punctuation and stop words (WizardLM rule)"
     return None

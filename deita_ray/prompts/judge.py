@@ -20,14 +20,17 @@ from deita_ray.prompts import complexity_prompt, quality_prompt
 
 SCORES = range(1, 7)  # the scorers read exactly the digits 1..6
 
+# The paper's Table 14, byte for byte. The table prints the format example as "format:\n [1] Score: 1\n [2]
+# Score: 2\n": the escape sequences of the authors' prompt string, so a newline and a space before each line of
+# the example. The line break after "Score 1-5." is the table's own; the table shows no "..." line.
 COMPLEXITY_HEAD = (
     "Ranking the following questions according to the difficulty and complexity. Score 1-5.\n"
     "You can give a score of 6 if the question is too complex for you to answer it. You should respond with the "
     "format:\n"
-    "[1] Score: 1\n"
-    "[2] Score: 2\n"
-    "...\n"
+    " [1] Score: 1\n"
+    " [2] Score: 2\n"
 )
+# The paper's Table 18, byte for byte (no "..." line either).
 QUALITY_HEAD = (
     "Rank the following responses provided by different AI assistants to the user's question according to the "
     "quality of their response. Score each response from 1 to 5, with 6 reserved for responses that are already "
@@ -37,7 +40,6 @@ QUALITY_HEAD = (
     "Use the following format:\n"
     "[Response 1] Score:\n"
     "[Response 2] Score:\n"
-    "...\n"
 )
 
 
@@ -72,15 +74,16 @@ def judgement_text(mode: str, scores: list[int]) -> str:
     return "\n".join(f"{_label(mode, i)} Score: {s}" for i, s in enumerate(scores, 1))
 
 
-_ENTRY = re.compile(r"\[\s*(?:Response\s*)?(\d+)\s*\]\s*:?\s*\**\s*Score\s*\**\s*[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)",
-                    re.IGNORECASE)
+_ENTRY = re.compile(r"\[\s*(?:Response\s*)?(\d+)\s*\]\s*:?\s*\**\s*Score\s*\**\s*[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)"
+                    r"(\s*(?:/|out\s+of\b|of\b)\s*\d*)?", re.IGNORECASE)
 
 
 def parse_judgement(mode: str, text: str, n: int) -> tuple[list[int] | None, str | None]:
     """(scores in variant order, None) for a valid judgement, else (None, the reason)."""
     found: dict[int, list[str]] = {}
     for match in _ENTRY.finditer(text or ""):
-        found.setdefault(int(match.group(1)), []).append(match.group(2))
+        # "4/10", "3 out of 10": a score on another scale, never read as a score on 1..6
+        found.setdefault(int(match.group(1)), []).append(match.group(2) + (match.group(3) or ""))
     if not found:
         return None, "no '[i] Score: d' entries"
     problems = []
@@ -98,7 +101,7 @@ def parse_judgement(mode: str, text: str, n: int) -> tuple[list[int] | None, str
         elif values:
             raw = values[0]
             if not re.fullmatch(r"\d+", raw):
-                problems.append(f"variant {i}: {raw} is not an integer")
+                problems.append(f"variant {i}: {raw.strip()!r} is not an integer on the 1..6 scale")
             elif int(raw) not in SCORES:
                 problems.append(f"variant {i}: {raw} is outside 1..6")
             else:

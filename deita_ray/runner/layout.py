@@ -71,6 +71,13 @@ SELECTION_DIR = "selection"
 RUN_STATS = "run_stats.json"
 REPORT_DIR = "report"
 LOCK_FILE = "_run.lock"
+SELECT_SUMMARY = "select_summary.json"
+LABELS_SUMMARY = "labels_summary.json"
+TRAIN_SUMMARY = "train_summary.json"
+# Directories directly under a run's output that its steps write: an input inside one of them is the
+# project's own output (OUT/scored read by `embed -o OUT`), not a user's file the output must keep clear of.
+OWN_DIRS = tuple(layout.results for layout in LAYOUTS.values()) + (
+    SELECTION_DIR, LABELS_DIR, REPORT_DIR, "generation", "scorers", "sft", "dpo")
 
 
 def stage_layout(stage: str, output: str) -> StageLayout:

@@ -96,9 +96,31 @@ def describe(record: dict) -> str:
     return f"host {record.get('host')}, pid {record.get('pid')}, since {since}"
 
 
+def _key(output: str) -> str:
+    """One spelling per output (a relative and an absolute path to one directory are one output)."""
+    if "://" in output:
+        return output.rstrip("/")
+    return os.path.abspath(os.path.expanduser(output))
+
+
+def _ancestors(output: str) -> list[str]:
+    """The directories above `output`, nearest first, up to the filesystem root or the bucket."""
+    key = _key(output)
+    if "://" in key:
+        protocol, rest = key.split("://", 1)
+        parts = rest.split("/")
+        return [f"{protocol}://{'/'.join(parts[:i])}" for i in range(len(parts) - 1, 0, -1)]
+    found, parent = [], os.path.dirname(key)
+    while parent and parent != key:
+        found.append(parent)
+        key, parent = parent, os.path.dirname(parent)
+    return found
+
+
 class RunLock:
-    def __init__(self, output: str):
+    def __init__(self, output: str, inside: tuple[str, ...] = ()):
         self.output = output
+        self.inside = inside  # directories under the output that other commands lock on their own
         self.path = lock_path(output)
         self.token = uuid.uuid4().hex
         self.since = time.time()
@@ -126,7 +148,22 @@ class RunLock:
         return OutputLocked(f"{self.output} is in use by another run ({describe(current)}){when}; wait for it to end "
                             f"or use another output")
 
+    def _check_neighbours(self) -> None:
+        """One writer per output also across nesting: a directory above this output, or one below it that a
+        command writes on its own (OUT/selection), held by another live run refuses this one."""
+        for other, where in [(a, "inside") for a in _ancestors(self.output)] + [(d, "above") for d in self.inside]:
+            if _held.get(_key(other)):
+                continue  # this process holds it
+            try:
+                record = fs.read_json(lock_path(other))
+            except ValueError:
+                continue  # a broken lock file holds nothing
+            if record and not _stale(record, time.time()):
+                raise OutputLocked(f"{self.output} is {where} {other}, which is in use by another run "
+                                   f"({describe(record)}); wait for it to end or use another output")
+
     def acquire(self) -> "RunLock":
+        self._check_neighbours()
         current = self._read()
         created = False
         if current is None:
@@ -193,9 +230,10 @@ class RunLock:
 
 
 @contextmanager
-def hold_output(output: str):
-    """Hold `output` for the duration of the block (re-entrant within one process)."""
-    key = output.rstrip("/")
+def hold_output(output: str, inside: tuple[str, ...] = ()):
+    """Hold `output` for the duration of the block (re-entrant within one process). Refused while another run
+    holds it, a directory above it, or one of the directories `inside` it (those other commands lock)."""
+    key = _key(output)
     if _held.get(key):
         _held[key] += 1
         try:
@@ -203,7 +241,7 @@ def hold_output(output: str):
         finally:
             _held[key] -= 1
         return
-    lock = RunLock(output)
+    lock = RunLock(output, inside)
     previous = None
     if threading.current_thread() is threading.main_thread():
         def on_lost(signum, frame):

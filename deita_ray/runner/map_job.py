@@ -33,7 +33,8 @@ import pyarrow.compute as pc
 from deita_ray.io import fs
 from deita_ray.io.quarantine import split_failures, transient_parts
 from deita_ray.io.reader import InputError, ReadTask, read_task
-from deita_ray.io.writer import clear_directory, count_rows, count_values, list_parts, part_name, read_columns, \
+from deita_ray.io.outputs import OWN_FILE, OutputError, clear_own_files
+from deita_ray.io.writer import count_rows, count_values, list_parts, part_name, read_columns, \
     sum_columns, write_part
 from deita_ray.runner.layout import StageLayout
 
@@ -57,7 +58,8 @@ class ActorStep:
     option: str                  # the config section users change (score, embed, ...)
     replicas: int = 1
     cpus: float = 1.0
-    gpus: float = 0.0
+    gpus: float | None = 0.0     # None: `auto_gpus` where the cluster has GPUs, else 0
+    auto_gpus: float = 0.0
     batch_rows: int = 256
     concurrency: int = 1         # batches one actor works on at once (threads sharing its engine)
 
@@ -75,6 +77,7 @@ class StageSpec:
     source: str = "pool"                 # pool: the pool reader; parts: upstream Parquet parts as they are
     noun: str = "processed"              # "scored", "embedded": for progress and summaries
     check: Callable | None = None        # check(layout): raises when the finished output is inconsistent
+    succeeded: Callable[[dict], int] | None = None  # rows whose work succeeded, from the summary (default rows out)
     config: dict = field(default_factory=dict)
 
 
@@ -92,12 +95,15 @@ def prepare_output(layout: StageLayout, overwrite: bool, resume: bool = False) -
     """Clear for a fresh run (existing results need `overwrite`), or keep finished parts to resume.
     Returns how many samples a resumed run will skip."""
     fs.remove(layout.done_ids)
+    fs.remove(layout.summary)  # the completion record: written again only when this run finishes
     if resume:
-        _remove(layout.out, fs.list_files(layout.out, ".inprogress"))  # a part whose writer died: never complete
+        # A part whose writer died is never complete (only our own temporaries: names a person does not type).
+        _remove(layout.out, [p for p in fs.list_files(layout.out, ".inprogress") if OWN_FILE.fullmatch(posixpath.basename(p))])
         # Dropped, since this run writes them again, so that nothing counts twice: transient failures (retried
         # now), and what the reader wrote (every read task re-reads; with another chunk size its parts would
         # have other names and the old ones would stay beside them).
-        reader_parts = [p for p in list_parts(layout.quarantine) if posixpath.basename(p).startswith("read-")]
+        reader_parts = [p for p in list_parts(layout.quarantine) if posixpath.basename(p).startswith("read-")
+                        and OWN_FILE.fullmatch(posixpath.basename(p))]
         _remove(layout.quarantine, sorted(set(transient_parts(layout.quarantine)) | set(reader_parts)))
         _remove(layout.read_stats, list_parts(layout.read_stats))
         keys = ["id", "source", "position"]
@@ -109,7 +115,11 @@ def prepare_output(layout: StageLayout, overwrite: bool, resume: bool = False) -
     if (list_parts(layout.out) or list_parts(layout.quarantine)) and not overwrite:
         raise FileExistsError(f"{layout.out} already holds output; pass --overwrite to replace it")
     for directory in (layout.out, layout.quarantine, layout.read_stats, *layout.sides):
-        clear_directory(directory)
+        clear_own_files(directory)  # only what deita_ray wrote: a file of anyone else's stays
+        foreign = list_parts(directory)
+        if foreign:
+            raise OutputError(f"{directory} holds files deita-ray did not write ({foreign[0]}); move them away or "
+                              "choose another output")
     return 0
 
 
@@ -230,11 +240,16 @@ def finish(table: pa.Table, layout: StageLayout, post: list, writer: Callable | 
 
 # ---------------------------------------------------------------- running
 
-def ray_actor_class(stage_cls: type) -> type:
+def ray_actor_class(stage_cls: type, gpus: float = 0.0) -> type:
     """A Ray Data actor class named like the stage (so `ray::MapWorker(MapBatches(ScoreStage))` says
-    what it runs) that builds the stage and runs its setup() on the worker."""
+    what it runs) that builds the stage and runs its setup() on the worker: once it has checked that the
+    GPUs it was given can be used (a driver too old for this CUDA build is one line, not a CPU run)."""
 
     def __init__(self, *args):
+        if gpus:
+            from deita_ray.runner.session import check_cuda_usable
+
+            check_cuda_usable(f"{stage_cls.__name__} was given {gpus:g} GPU(s)")
         self.stage = stage_cls(*args)
         self.stage.setup()
 
@@ -259,15 +274,24 @@ def _plan(spec: StageSpec, inputs: list[str], input_format: str | None, chunk_by
 
 def run_map_job(spec: StageSpec, inputs: list[str], output: str, *, mode: str = "ray", input_format: str | None = None,
                 chunk_bytes: int = 16 << 20, read_block_rows: int = 1024, overwrite: bool = False, resume: bool = False,
-                ray_address: str | None = None, stages: list | None = None, log=_log) -> dict:
+                allow_partial: bool = False, ray_address: str | None = None, stages: list | None = None,
+                log=_log) -> dict:
     """Run the stage over `inputs` into `output`; returns (and writes) its summary.
 
-    `stages` (local mode only): stage objects already built, used instead of building them."""
+    `stages` (local mode only): stage objects already built, used instead of building them.
+    `allow_partial`: read an upstream step's output although its completion record is missing (recorded)."""
+    from deita_ray.io.outputs import check_output
+    from deita_ray.runner.completion import check_complete
+    from deita_ray.runner.layout import OWN_DIRS
     from deita_ray.runner.lock import hold_output
 
     layout = spec.layout.under(output)
     not_read: list[str] = []
-    tasks = _plan(spec, inputs, input_format, chunk_bytes, not_read)  # bad paths and files fail here, before any work
+    # Everything about the inputs is checked before the output is touched: paths and files, then whether an
+    # upstream step's output is complete, then that the output keeps clear of them.
+    tasks = _plan(spec, inputs, input_format, chunk_bytes, not_read)
+    partial = check_complete(inputs, allow_partial, log) if spec.source == "parts" else []
+    check_output(output, inputs, own=OWN_DIRS)
     if not_read:
         log(f"warning: {len(not_read)} file(s) in the input directories are not read (not .jsonl/.json/.parquet): "
             + ", ".join(not_read[:20]) + (" ..." if len(not_read) > 20 else ""))
@@ -296,7 +320,7 @@ def run_map_job(spec: StageSpec, inputs: list[str], output: str, *, mode: str = 
             if isinstance(cause, (InputError, StageError)):
                 raise cause from None
             raise StageError(layout.stage, layout.out, cause, save_traceback(exc)) from exc
-        return summarize(spec, layout, time.time() - started, files_not_read=not_read)
+        return summarize(spec, layout, time.time() - started, files_not_read=not_read, partial_inputs=partial)
 
 
 class RemoteError(Exception):
@@ -315,7 +339,8 @@ def run_job(spec: StageSpec, config, mode: str, ray_address: str | None = None, 
     """run_map_job with the read and output options of a job config (ScoreJobConfig, EmbedJobConfig, ...)."""
     return run_map_job(spec, config.inputs, config.output, mode=mode, input_format=config.input_format,
                        chunk_bytes=config.chunk_bytes, read_block_rows=config.block_rows, overwrite=config.overwrite,
-                       resume=config.resume, ray_address=ray_address, stages=stages)
+                       resume=config.resume, allow_partial=config.allow_partial, ray_address=ray_address,
+                       stages=stages)
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -360,20 +385,25 @@ def save_traceback(exc: BaseException) -> str | None:
 def _run_on_ray(spec: StageSpec, layout: StageLayout, tasks: list[ReadTask], block_rows: int, address, log) -> None:
     import ray
 
-    from deita_ray.runner.session import ActorRequest, ensure_ray, fit_actors, is_local_ray
+    from deita_ray.runner.session import ActorRequest, ensure_ray, fit_actors, is_local_ray, resolve_gpus
 
     ensure_ray(address)
-    requests = [ActorRequest(a.option, a.replicas, a.cpus, a.gpus) for a in spec.actors]
+    requests = resolve_gpus([ActorRequest(a.option, a.replicas, a.cpus, a.gpus, a.auto_gpus) for a in spec.actors])
     fitted = fit_actors(layout.stage, requests, task_ops=2, local=is_local_ray(address), log=log)
+    gpus_here = ray.cluster_resources().get("GPU", 0) > 0
     ds = ray.data.from_items([asdict(t) for t in tasks], override_num_blocks=len(tasks))
     ds = ds.map_batches(_read_blocks, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
                         fn_kwargs={"layout": layout, "block_rows": block_rows})
     for step, request in zip(spec.actors, fitted):
         threads = dict(max_concurrent_calls_per_actor=step.concurrency, enable_true_multi_threading=True,
                        max_tasks_in_flight_per_actor=2 * step.concurrency) if step.concurrency > 1 else {}
-        ds = ds.map_batches(ray_actor_class(step.factory), fn_constructor_args=step.args, batch_size=step.batch_rows,
-                            batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=request.replicas, **threads),
-                            num_cpus=request.cpus, num_gpus=request.gpus)
+        # Ray does not hide a node's GPUs from an actor given none: hide them, or a GPU build of an engine would take
+        # GPU 0 unreserved, beside the actors that were given it.
+        hidden = {"runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}} if gpus_here and not request.gpus else {}
+        ds = ds.map_batches(ray_actor_class(step.factory, request.gpus), fn_constructor_args=step.args,
+                            batch_size=step.batch_rows, batch_format="pyarrow",
+                            compute=ray.data.ActorPoolStrategy(size=request.replicas, **threads),
+                            num_cpus=request.cpus, num_gpus=request.gpus, **hidden)
     ds.map_batches(finish, fn_kwargs={"layout": layout, "post": spec.post, "writer": spec.writer}, batch_size=None,
                    batch_format="pyarrow", num_cpus=0.25).materialize()
 
@@ -406,7 +436,8 @@ def _run_local(spec: StageSpec, layout: StageLayout, tasks: list[ReadTask], bloc
 
 # ---------------------------------------------------------------- the summary
 
-def summarize(spec: StageSpec, layout: StageLayout, seconds: float, files_not_read: list[str] | None = None) -> dict:
+def summarize(spec: StageSpec, layout: StageLayout, seconds: float, files_not_read: list[str] | None = None,
+              partial_inputs: list[str] | None = None) -> dict:
     """One schema for every stage; counted part by part (the driver's memory does not grow with the pool)."""
     rows_out, totals = sum_columns(layout.parts, spec.sums)
     rows_in = sum_columns(layout.read_stats, {"rows_read": "rows_read"})[1]["rows_read"]
@@ -428,10 +459,28 @@ def summarize(spec: StageSpec, layout: StageLayout, seconds: float, files_not_re
         "totals": {k: v for k, v in totals.items() if k not in spec.tokens},
         "counts": counts,
         "files_not_read": files_not_read or [],
+        "partial_inputs": partial_inputs or [],   # upstream outputs read although incomplete (--allow-partial)
+        "parts": len(list_parts(layout.parts)),   # what the completion record vouches for
         "output": layout.output, "results": layout.out, "noun": spec.noun, "config": spec.config,
     }
+    summary["rows_succeeded"] = spec.succeeded(summary) if spec.succeeded is not None else rows_out
     fs.write_json(layout.summary, summary)
     return summary
+
+
+def outcome_error(summary: dict) -> str | None:
+    """One line when a stage's work as a whole failed (the command then exits non-zero), else None: counts that
+    do not reconcile, no input rows, or not one row whose work succeeded."""
+    if not summary["reconciled"]:
+        return (f"{summary['stage']}: rows in {summary['rows_in']:,} != {summary.get('noun', 'out')} "
+                f"{summary['rows_out']:,} + quarantined {summary['rows_quarantined']:,}: rows were lost")
+    if summary["rows_in"] == 0:
+        return f"{summary['stage']}: the inputs hold no records"
+    if summary.get("rows_succeeded", summary["rows_out"]) == 0:
+        reasons = sorted((summary.get("quarantine_reasons") or {}).items(), key=lambda kv: -kv[1])
+        top = f"; top reason ({reasons[0][1]:,} rows): {reasons[0][0][:300]}" if reasons else ""
+        return f"{summary['stage']}: not one of {summary['rows_in']:,} rows succeeded{top}"
+    return None
 
 
 def format_summary(summary: dict) -> str:
@@ -452,6 +501,8 @@ def format_summary(summary: dict) -> str:
                                                                 sorted(counted.items(), key=lambda kv: -kv[1])[:8]))
     for reason, n in sorted(summary["quarantine_reasons"].items(), key=lambda kv: -kv[1])[:20]:
         lines.append(f"  quarantined {n:>5} x {reason[:160]}")
+    if summary.get("partial_inputs"):
+        lines.append(f"!! PARTIAL    read on purpose although incomplete: {', '.join(summary['partial_inputs'])}")
     if summary.get("files_not_read"):
         lines.append(f"not read     {len(summary['files_not_read']):>10,} file(s): {', '.join(summary['files_not_read'][:5])}")
     lines.append(f"output       {summary['results']}/")

@@ -28,7 +28,8 @@ class ActorRequest:
     option: str        # the config key prefix users change, e.g. "score" (score.replicas, ...)
     replicas: int
     cpus: float
-    gpus: float
+    gpus: float | None          # None: auto (see resolve_gpus)
+    auto_gpus: float = 0.0      # what auto means for this engine on a cluster with GPUs
 
 
 def local_cpus(num_cpus: int | None = None) -> int:
@@ -42,8 +43,22 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address or None)
-    else:
-        ray.init(num_cpus=local_cpus(num_cpus))
+        return
+    # A local Ray of our own. Ray's processes that look the cluster up by themselves (Ray Train's placement
+    # group cleaner asks the State API, with no address) would find every Ray on this host and fail when
+    # there are several: so the dashboard (the State API's server) gets a port chosen here, and its address
+    # goes into the environment that the Ray processes started now inherit.
+    port = _free_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(num_cpus=local_cpus(num_cpus), include_dashboard=True, dashboard_port=port)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def is_local_ray(address: str | None = None) -> bool:
@@ -53,6 +68,75 @@ def is_local_ray(address: str | None = None) -> bool:
     import ray
 
     return len([n for n in ray.nodes() if n.get("Alive")]) <= 1
+
+
+def resolve_gpus(actors: list[ActorRequest], cluster_gpus: float | None = None) -> list[ActorRequest]:
+    """GPUs per actor where the config left them to the default: none on a cluster without GPUs; else each
+    engine's own (vLLM: its tensor-parallel size; transformers: one), shared evenly when the cluster has fewer
+    GPUs than those actors ask for and they can share (transformers can; vLLM cannot: its request stands and
+    the resource check names it)."""
+    if cluster_gpus is None:
+        import ray
+
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+    auto = [a for a in actors if a.gpus is None]
+    if not cluster_gpus:
+        return [replace(a, gpus=0.0) if a.gpus is None else a for a in actors]
+    wanted = sum(a.replicas * a.auto_gpus for a in auto)
+    fixed = sum(a.replicas * a.gpus for a in actors if a.gpus is not None)
+    room = max(cluster_gpus - fixed, 0.0)
+    shareable = all(a.auto_gpus <= 1 for a in auto)
+    scale = room / wanted if wanted > room and shareable and room > 0 else 1.0
+    return [replace(a, gpus=int(a.auto_gpus * scale * 100) / 100) if a.gpus is None else a for a in actors]
+
+
+def check_cuda_usable(what: str) -> None:
+    """GPUs were given and CUDA cannot use them (a driver too old for this CUDA build): one line that says so,
+    with the versions, instead of a quiet run on the CPU defaults (or a vLLM that cannot start)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    raise RuntimeError(f"{what} but CUDA is unusable here: {cuda_mismatch()}")
+
+
+def driver_versions() -> tuple[str | None, int | None]:
+    """(NVIDIA driver version, the CUDA version it supports as 1000*major + 10*minor), read through the driver's own
+    libraries (NVML, libcuda) so that no CUDA context is made; (None, None) where there is no NVIDIA driver."""
+    import ctypes
+
+    driver = cuda = None
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+        if nvml.nvmlInit_v2() == 0:
+            buffer = ctypes.create_string_buffer(96)
+            if nvml.nvmlSystemGetDriverVersion(buffer, 96) == 0:
+                driver = buffer.value.decode()
+    except OSError:
+        pass
+    try:
+        value = ctypes.c_int()
+        if ctypes.CDLL("libcuda.so.1").cuDriverGetVersion(ctypes.byref(value)) == 0:
+            cuda = value.value
+    except OSError:
+        pass
+    return driver, cuda
+
+
+def cuda_mismatch() -> str:
+    """Why torch's CUDA build and this machine's driver do not go together, in words and versions."""
+    import torch
+
+    driver, cuda = driver_versions()
+    built = torch.version.cuda
+    if built is None:
+        return f"torch {torch.__version__} is a CPU build (install a CUDA build of torch on GPU nodes)"
+    if driver is None and cuda is None:
+        return f"no NVIDIA driver was found (torch {torch.__version__} is built for CUDA {built})"
+    needs = "580" if built.startswith("13") else "525" if built.startswith("12") else "the one its CUDA needs"
+    supports = f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else "?"
+    return (f"the NVIDIA driver {driver or '?'} supports CUDA {supports}, but torch {torch.__version__} is built for "
+            f"CUDA {built}, which needs driver >= {needs} (or a torch built for the driver's CUDA)")
 
 
 def fit_actors(stage: str, actors: list[ActorRequest], task_ops: int, local: bool,
@@ -97,3 +181,24 @@ def fit_actors(stage: str, actors: list[ActorRequest], task_ops: int, local: boo
     log(f"{stage}: {actor_cpus:g} CPUs asked for by actors + {tasks:g} for tasks > {have_cpus:g} on this local Ray; "
         f"sized to {', '.join(f'{a.replicas} x {a.cpus:g}' for a in fitted)} CPUs per actor")
     return fitted
+
+
+def check_workers(what: str, workers: int, cpus: float, gpus: float, options: str, cluster: dict | None = None,
+                  largest_node: dict | None = None) -> None:
+    """Training workers (a Ray Train placement group: every worker at once) against the cluster, before Ray Train
+    is asked for them: it would otherwise wait for them without end. ResourceError in one line."""
+    if cluster is None:
+        import ray
+
+        cluster = ray.cluster_resources()
+        alive = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        largest_node = {key: max((n.get(key, 0) for n in alive), default=0) for key in ("CPU", "GPU")}
+    largest_node = largest_node or cluster
+    for key, each in (("GPU", gpus), ("CPU", cpus)):
+        have, biggest = float(cluster.get(key, 0)), float(largest_node.get(key, 0))
+        if each > biggest + 1e-9:
+            raise ResourceError(f"{what} asks for {each:g} {key}s per worker but no node has more than {biggest:g}: "
+                                f"change {options}")
+        if workers * each > have + 1e-9:
+            raise ResourceError(f"{what} asks for {workers} workers x {each:g} {key}s = {workers * each:g} but the "
+                                f"cluster has {have:g}: change {options}")

@@ -7,7 +7,8 @@ Two search backends sit behind one interface, and the filter cannot tell them ap
 - `torch`: the kept vectors as one float32 tensor (on CUDA where torch sees a GPU), searched with
   one IEEE float32 matrix product per block (TF32 off: the error bound below assumes float32).
   For GPU machines without FAISS's GPU build, whose wheel is not on PyPI for every CUDA.
-`auto` takes the GPU if either backend can use one (FAISS first), else FAISS on the CPU, else torch.
+`auto` takes FAISS's GPU index where its build has kernels for the GPU (select/faiss_gpu.py: FAISS
+aborts the process on a CUDA error, so this is decided before), else torch on the GPU, else the CPU.
 `query` answers, for a block of candidates, "is any kept vector more similar than tau?" exactly
 (see `exact.py`): the backend finds the nearest kept vector in float32, and only candidates whose
 answer falls inside the float32 error band are re-decided against all kept vectors in float64.
@@ -20,6 +21,7 @@ import contextlib
 import importlib.util
 import os
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
@@ -53,33 +55,67 @@ def torch_cuda_available(probe_only_with_nvidia_devices: bool = False) -> bool:
     return torch.cuda.is_available()
 
 
-def gpu_available() -> bool:
-    """Can some backend put the index on a GPU in this process?"""
-    return faiss_gpu_available() or torch_cuda_available()
+class Choice(NamedTuple):
+    backend: str    # faiss | torch
+    on_gpu: bool
+    why: str        # one line, for the summary, the log and `deita-ray doctor`
+    fallback: bool = False  # FAISS's GPU build was there but cannot run on this GPU
 
 
-def choose_backend(backend: str, device: str) -> tuple[str, bool]:
-    """(backend, on_gpu) for the asked backend and device; a GPU asked for and not there is an error."""
+def gpu_capability() -> tuple[int, int] | None:
+    """Compute capability of this process's first CUDA device, where torch sees one."""
+    if not torch_cuda_available():
+        return None
+    import torch
+
+    return tuple(torch.cuda.get_device_capability(0))
+
+
+def choose_backend(backend: str, device: str, *, faiss_gpu: bool | None = None, torch_gpu: bool | None = None,
+                   capability: tuple[int, int] | None = None, verdict=None) -> Choice:
+    """The backend and device for the asked ones, and why. `auto` takes FAISS's GPU index where the installed
+    FAISS GPU build has kernels for this GPU (select/faiss_gpu.py), else torch on the GPU, else the CPU. A GPU
+    asked for and not usable is an error in one line. The keyword arguments stand in for the machine (tests)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    gpu = {"faiss": faiss_gpu_available, "torch": lambda: torch_cuda_available(device == "auto")}
-    if backend == "auto":
-        if device != "cpu":
-            for name in ("faiss", "torch"):
-                if gpu[name]():
-                    return name, True
-        if device == "gpu":
-            raise RuntimeError("device='gpu' but neither FAISS's GPU build nor torch sees a GPU in this process")
-        return ("faiss" if faiss_installed() else "torch"), False
     if backend == "faiss" and not faiss_installed():
-        raise RuntimeError("backend='faiss' but faiss is not installed (pip install faiss-cpu, or faiss-gpu-cu12)")
-    on_gpu = device != "cpu" and gpu[backend]()
-    if device == "gpu" and not on_gpu:
-        what = "faiss is the CPU build or sees no GPU" if backend == "faiss" else "torch sees no CUDA device"
-        raise RuntimeError(f"device='gpu' with backend={backend!r}, but {what}")
-    return backend, on_gpu
+        raise RuntimeError("backend='faiss' but faiss is not installed (pip install faiss-cpu, or faiss-gpu)")
+    if device != "cpu":
+        faiss_gpu = faiss_gpu_available() if faiss_gpu is None else faiss_gpu
+        torch_gpu = torch_cuda_available(device == "auto") if torch_gpu is None else torch_gpu
+    else:
+        faiss_gpu = torch_gpu = False
+    faiss_runs, faiss_why = False, "FAISS is the CPU build or sees no GPU"
+    if faiss_gpu and backend in ("auto", "faiss"):
+        from deita_ray.select.faiss_gpu import faiss_gpu_verdict
+
+        capability = capability or gpu_capability() or (0, 0)
+        faiss_runs, faiss_why = (verdict or faiss_gpu_verdict)(capability)
+    if backend == "faiss":
+        if faiss_runs:
+            return Choice("faiss", True, f"FAISS GPU index: {faiss_why}")
+        if device == "gpu":
+            raise RuntimeError(f"backend='faiss' with device='gpu', but {faiss_why}")
+        return Choice("faiss", False, f"FAISS on the CPU ({faiss_why})" if faiss_gpu else "FAISS on the CPU",
+                      faiss_gpu)
+    if backend == "torch":
+        if device == "gpu" and not torch_gpu:
+            raise RuntimeError("backend='torch' with device='gpu', but torch sees no CUDA device")
+        return Choice("torch", torch_gpu, "torch on the GPU" if torch_gpu else "torch on the CPU")
+    if faiss_runs:
+        return Choice("faiss", True, f"FAISS GPU index: {faiss_why}")
+    if torch_gpu:
+        if faiss_gpu:
+            return Choice("torch", True, f"torch on the GPU ({faiss_why})", True)
+        return Choice("torch", True, "torch on the GPU (no FAISS GPU build)")
+    if device == "gpu":
+        raise RuntimeError("device='gpu' but neither FAISS's GPU build nor torch can use a GPU in this process")
+    if faiss_gpu:
+        return Choice("faiss", False, f"FAISS on the CPU ({faiss_why})", True)
+    return (Choice("faiss", False, "FAISS on the CPU") if faiss_installed()
+            else Choice("torch", False, "torch on the CPU (faiss is not installed)"))
 
 
 class FaissSearch:
@@ -149,7 +185,10 @@ class TorchSearch:
 class KeptIndex:
     def __init__(self, dim: int, device: str = "auto", capacity: int = 1024, backend: str = "auto"):
         self.dim = dim
-        self.backend, self.on_gpu = choose_backend(backend, device)
+        choice = choose_backend(backend, device)
+        self.backend, self.on_gpu, self.why = choice.backend, choice.on_gpu, choice.why
+        if choice.fallback:  # FAISS's GPU build cannot run here: say what is used instead, in one line
+            print(f"kept index: {choice.why}", file=sys.stderr, flush=True)
         self.search = FaissSearch(dim, self.on_gpu) if self.backend == "faiss" else TorchSearch(dim, self.on_gpu, capacity)
         self._vectors = np.empty((max(capacity, 1), dim), dtype=np.float32)  # for exact rechecks, on the host
         self.count = 0
@@ -160,7 +199,7 @@ class KeptIndex:
 
     def describe(self) -> dict:
         place = "gpu" if self.on_gpu else "cpu"
-        return {"kept": self.count, "dim": self.dim, "backend": f"{self.backend}-{place}"}
+        return {"kept": self.count, "dim": self.dim, "backend": f"{self.backend}-{place}", "why": self.why}
 
     def query(self, block: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each row: (exceeds tau against some kept vector, nearest kept index, its similarity)."""

@@ -5,13 +5,17 @@ one chain per seed row: `instruction` (the seed instruction I0), `variants` (I0.
 seed first), `operations` (per variant, null for the seed), `rounds_completed`, `stop_reason`
 ("completed", or the round that was eliminated and why), `stop_rule` (the same without the
 round, for counting), `eliminated_text` and
-`generated_tokens`. All rounds of a chain run in this one call (notes/evol-judge.md §1-3):
+`failed_attempts` (every rewrite that was not kept: round, attempt, operation, reason, text) and
+`generated_tokens`. A round whose rewrite is not a usable variant (prompts/evol.failure_reason) is
+tried again with a new sampling seed, up to `retries` times, before the chain ends: chains reach
+M+1 variants whenever the model can write them. All rounds of a chain run in this one call
+(notes/evol-judge.md §1-3):
 - an engine with `submit` (vllm's async engine, http) advances every chain on its own: a chain's
   next round is queued the moment its previous one returns, so the engine never waits for the
   slowest chain of a round, and several batches of one actor (Ray Data threads) share it;
 - otherwise (hf, fake) one batched `generate` per round over the chains still alive.
-The operation of each round and each request's sampling seed are drawn from (seed id, round), so a
-chain comes out the same whatever the batching, retries or the worker it lands on. A chain the
+The operation of each round and each request's sampling seed are drawn from (seed id, round, attempt),
+so a chain comes out the same whatever the batching, reruns or the worker it lands on. A chain the
 engine fails on is marked failed (quarantined with its class by the runner).
 """
 
@@ -29,6 +33,8 @@ from deita_ray.io.quarantine import PERMANENT, engine_error, mark_failures
 from deita_ray.prompts import evol
 
 COMPLETED = "completed"
+ATTEMPT = pa.struct([("round", pa.int32()), ("attempt", pa.int32()), ("operation", pa.string()),
+                     ("reason", pa.string()), ("text", pa.string())])
 
 
 @dataclass
@@ -42,6 +48,8 @@ class Chain:
     eliminated_text: str | None = None
     generated_tokens: int = 0
     failure: tuple[str, str] | None = None
+    attempt: int = 0                  # of the round in progress (0: its first try)
+    failed_attempts: list[dict] = field(default_factory=list)
 
     @property
     def alive(self) -> bool:
@@ -53,12 +61,13 @@ class EvolveStage:
     worker; teardown() frees it. Safe to call from several threads at once (one engine shared)."""
 
     def __init__(self, mode: str, config: LLMConfig, sampling: Sampling, rounds: int = evol.ROUNDS, seed: int = 0,
-                 engine=None):
+                 engine=None, retries: int = evol.RETRIES, wizardlm_rules: bool = False):
         if mode not in evol.MODES:
             raise ValueError(f"mode must be one of {evol.MODES}, got {mode!r}")
         if rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         self.mode, self.config, self.sampling, self.rounds, self.seed = mode, config, sampling, rounds, seed
+        self.retries, self.wizardlm_rules = retries, wizardlm_rules
         self.engine = engine
 
     def setup(self) -> None:
@@ -80,16 +89,25 @@ class EvolveStage:
             prompt = evol.rewrite_prompt("complexity", op, chain.variants[-1])
         else:
             prompt = evol.rewrite_prompt("quality", op, chain.instruction, chain.variants[-1])
-        return prompt, self.sampling.for_request(evol.request_seed(self.seed, self.mode, chain.seed_id, k)), op
+        seed = evol.request_seed(self.seed, self.mode, chain.seed_id, k, chain.attempt)
+        return prompt, self.sampling.for_request(seed), op
 
     def _advance(self, chain: Chain, op: str, generation: Generation) -> None:
         k = len(chain.variants)
         chain.generated_tokens += generation.tokens
         text = evol.extract_rewrite(self.mode, generation.text)
-        reason = evol.elimination_reason(self.mode, text, generation.finish_reason)
-        if reason is not None:  # an eliminated variant ends its chain (notes §3)
-            chain.stop_reason, chain.stop_rule, chain.eliminated_text = f"round {k} ({op}): {reason}", reason, text
+        reason = evol.failure_reason(self.mode, text, chain.variants[-1], generation.finish_reason,
+                                     self.wizardlm_rules)
+        if reason is not None:  # kept with its reason; the round is tried again, or the chain ends (notes §3)
+            chain.failed_attempts.append({"round": k, "attempt": chain.attempt, "operation": op, "reason": reason,
+                                          "text": text})
+            if chain.attempt < self.retries:
+                chain.attempt += 1
+                return
+            tries = f" ({chain.attempt + 1} attempts)" if chain.attempt else ""
+            chain.stop_reason, chain.stop_rule, chain.eliminated_text = f"round {k} ({op}): {reason}{tries}", reason, text
             return
+        chain.attempt = 0
         chain.variants.append(text)
         chain.operations.append(op)
         if len(chain.variants) > self.rounds:
@@ -186,6 +204,7 @@ class EvolveStage:
             "stop_reason": pa.array([c.stop_reason for c in chains], pa.string()),
             "stop_rule": pa.array([c.stop_rule for c in chains], pa.string()),
             "eliminated_text": pa.array([c.eliminated_text for c in chains], pa.string()),
+            "failed_attempts": pa.array([c.failed_attempts for c in chains], pa.list_(ATTEMPT)),
             "generated_tokens": pa.array([c.generated_tokens for c in chains], pa.int64()),
         }
         for name, values in columns.items():

@@ -141,7 +141,10 @@ def make_pool(out_dir: str | Path, samples: int = 3000, seed: int = 0) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from deita_ray.io.outputs import check_replaceable
+
     out = Path(out_dir)
+    check_replaceable(str(out), ("sharegpt.jsonl", "alpaca.json", "messages.parquet"), "_manifest.json")
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed + 1)
     convs = generate_conversations(samples, seed=seed)
@@ -175,7 +178,10 @@ def make_pool(out_dir: str | Path, samples: int = 3000, seed: int = 0) -> dict:
 def make_preferences(out_dir: str | Path, pairs: int = 200, seed: int = 0) -> dict:
     """Preference pairs for a DPO smoke run: {prompt, chosen, rejected}, the chosen answer one the
     pool generator writes for the question, the rejected one a short unhelpful reply. Returns the manifest."""
+    from deita_ray.io.outputs import check_replaceable
+
     out = Path(out_dir)
+    check_replaceable(str(out), ("preferences.jsonl",), "_manifest.json")
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed + 2)
     refusals = ["I don't know.", "Not sure, sorry.", "Maybe.", "Ask someone else.", "That depends."]

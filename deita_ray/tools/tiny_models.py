@@ -112,14 +112,19 @@ def make_tiny_models(out_dir: str | Path, seed: int = 0, overwrite: bool = False
     paths = {name: out / name for name in MODEL_NAMES}
     if not overwrite and all((p / "config.json").exists() for p in paths.values()):
         return paths
+    from deita_ray.io.outputs import check_replaceable
+
+    check_replaceable(str(out), tuple(MODEL_NAMES), "README.json")  # someone's own model of one of these names
+    # The record first: a build cut short leaves directories a rerun knows as its own.
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "README.json").write_text(json.dumps({"what": "tiny random-init models made by deita-ray make-models",
+                                                 "seed": seed, "models": list(paths)}, indent=2))
     tokenizer = build_tokenizer()
     for i, (name, path) in enumerate(paths.items()):
         if name == "generator":
             build_tiny_generator(path, tokenizer, seed=seed + i)
         else:
             build_tiny_llama(path, tokenizer, seed=seed + i)
-    (out / "README.json").write_text(json.dumps({"what": "tiny random-init models made by deita-ray make-models",
-                                                 "seed": seed, "models": list(paths)}, indent=2))
     return paths
 
 

@@ -31,7 +31,7 @@ examples:
 
 def add_train_parser(sub) -> None:
     from deita_ray.configlib import add_flags
-    from deita_ray.train.config import PRESETS, TrainConfig
+    from deita_ray.train.config import PRESETS, TrainConfig, task_defaults
 
     p = sub.add_parser("train", help="SFT, DPO or scorer training with Ray Train + TRL + DeepSpeed",
                        description=TRAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +40,8 @@ def add_train_parser(sub) -> None:
                             ("dpo", "direct preference optimisation on preference pairs"),
                             ("scorer", "train a Deita complexity or quality scorer from score labels")]:
         t = tasks.add_parser(task, help=help_text, description=f"{help_text}. Unset options take the preset's, "
-                             "else the task's defaults (see deita_ray/train/config.py). See `deita-ray train --help`.")
+                             "else the defaults shown (this task's own). --dry-run prints what a run would use. "
+                             "See `deita-ray train --help`.")
         t.add_argument("data", nargs="*", help="training files or directories (.jsonl/.json/.parquet; local or s3://...)")
         t.add_argument("--model", help="model to start from (HF directory or hub name)")
         t.add_argument("-o", "--output", help="run directory: checkpoints/, model/, train_summary.json")
@@ -49,8 +50,11 @@ def add_train_parser(sub) -> None:
             name for name, p in PRESETS.items() if p["task"] == task))
         only = {"dpo": ("beta", "ref_model", "max_prompt_length"), "scorer": ("kind",)}
         skip = tuple(name for other, names in only.items() if other != task for name in names)
-        add_flags(t, TrainConfig, skip=skip, title="training options (unset: the preset's, else the task's defaults)")
+        add_flags(t, TrainConfig, skip=skip, title="training options (unset: the preset's, else the defaults shown)",
+                  defaults=task_defaults(task))
         t.add_argument("--fresh", action="store_true", help="ignore earlier checkpoints in OUTPUT and start over")
+        t.add_argument("--dry-run", action="store_true", help="print the resolved configuration (defaults, preset, "
+                                                              "config file, flags) as JSON and exit, without Ray")
         t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other config key, e.g. --set seed=1")
         t.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a local Ray)")
         t.set_defaults(func=cmd_train)
@@ -58,9 +62,10 @@ def add_train_parser(sub) -> None:
 
 def cmd_train(args) -> int:
     from deita_ray.configlib import given
-    from deita_ray.runner.session import ensure_ray, local_cpus
+    from deita_ray.runner.session import local_cpus
     from deita_ray.train.config import TrainConfig, load_train_config
-    from deita_ray.train.launch import format_summary, train
+    from deita_ray.preflight import check_model
+    from deita_ray.train.launch import check_inputs, format_summary, train
 
     values = {k: v for k, v in given(args, TrainConfig).items() if v is not None and k not in ("task", "preset")}
     if args.data:
@@ -68,7 +73,21 @@ def cmd_train(args) -> int:
     if args.fresh:
         values["resume"] = False
     config = load_train_config(args.task, data=values, preset=args.preset, path=args.config, overrides=args.set)
-    # A local Ray gets logical CPUs for every worker plus the controller, even on a 2-core machine.
-    ensure_ray(args.address, num_cpus=max(local_cpus(), int(config.num_workers * config.cpus_per_worker) + 1))
-    print(format_summary(train(config)))
+    if args.dry_run:
+        import dataclasses
+        import json
+
+        print(json.dumps({**dataclasses.asdict(config), "deepspeed_config": config.deepspeed_config(),
+                          "gradient_accumulation_steps": config.grad_accumulation}, indent=2))
+        return 0
+    # Before Ray starts: the starting models load (a hub that cannot be reached is one line, not minutes of
+    # retries on a worker), and the data and output pass the checks every command makes.
+    for key in ("model", "ref_model"):
+        if getattr(config, key):
+            check_model(f"--{key.replace('_', '-')}", getattr(config, key))
+    check_inputs(config)
+    # A local Ray (started once the rows are prepared) gets logical CPUs for every worker plus the controller,
+    # even on a 2-core machine.
+    cpus = max(local_cpus(), int(config.num_workers * config.cpus_per_worker) + 1)
+    print(format_summary(train(config, address=args.address, num_cpus=cpus)))
     return 0

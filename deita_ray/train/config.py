@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from pydantic_core import PydanticUndefined
 
 from deita_ray.configlib import ConfigError, apply_override as _apply_override, build as _build, check, merge as _merge, \
     must_exist as _must_exist, option, section, load_yaml_text
@@ -24,24 +25,32 @@ TASKS = ("sft", "dpo", "scorer")
 DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
 DEEPSPEED_SHIPPED = ("zero2", "zero3")
 
-# The paper's recipes. Mistral-7B SFT and DPO are the settings of Deita's released 7B models;
-# the 13B SFT presets follow FastChat's Vicuna-13B recipe that Deita's LLaMA runs build on
-# (lr 2e-5, 3 epochs, batch 128, warmup 0.03) -- check them against the paper before a 13B run.
+# The paper's recipes (arXiv 2312.15685, Appendix A: "In all experiments of this paper, the training parameters
+# are set with a maximum input length of 2048"), checked against hkust-nlp/deita examples/train/*.sh:
+# - LLaMA-1-13B: batch 128, 6 epochs, lr 1e-5, warmup 0.03; LLaMA-2-13B: batch 128, 6 epochs, lr 2e-5, warmup 0.1
+#   (the paper names no schedule for these: cosine, as FastChat's Vicuna recipe that Lu et al. (2023) follow);
+# - Mistral-7B SFT: batch 512, lr 2e-5, warmup 0.1, cosine, 6 epochs (sft.sh, the released Deita models);
+# - Mistral-7B DPO: batch 32, lr 5e-7, warmup 0.1, linear, 9 epochs, beta 0.1 (dpo.sh), on 10K UltraFeedback
+#   pairs drawn at random with seed 42 (src/deita/data/sample_ultrafeedback.py), prompts to 512 tokens (dpo_train.py).
 PRESETS: dict[str, dict] = {
     "deita-mistral-7b-sft": {"task": "sft", "learning_rate": 2e-5, "epochs": 6, "global_batch_size": 512,
                              "warmup_ratio": 0.1, "lr_scheduler": "cosine", "max_length": 2048},
-    "deita-llama1-13b-sft": {"task": "sft", "learning_rate": 2e-5, "epochs": 3, "global_batch_size": 128,
+    "deita-llama1-13b-sft": {"task": "sft", "learning_rate": 1e-5, "epochs": 6, "global_batch_size": 128,
                              "warmup_ratio": 0.03, "lr_scheduler": "cosine", "max_length": 2048},
-    "deita-llama2-13b-sft": {"task": "sft", "learning_rate": 2e-5, "epochs": 3, "global_batch_size": 128,
-                             "warmup_ratio": 0.03, "lr_scheduler": "cosine", "max_length": 4096},
+    "deita-llama2-13b-sft": {"task": "sft", "learning_rate": 2e-5, "epochs": 6, "global_batch_size": 128,
+                             "warmup_ratio": 0.1, "lr_scheduler": "cosine", "max_length": 2048},
     "deita-mistral-7b-dpo": {"task": "dpo", "beta": 0.1, "learning_rate": 5e-7, "epochs": 9, "global_batch_size": 32,
-                             "lr_scheduler": "linear", "warmup_ratio": 0.1, "max_prompt_length": 512, "max_length": 2048},
+                             "lr_scheduler": "linear", "warmup_ratio": 0.1, "max_prompt_length": 512, "max_length": 2048,
+                             "max_pairs": 10000, "seed": 42},
 }
+# What each task runs with when neither a preset nor the user says otherwise (shown by `--help`).
 TASK_DEFAULTS: dict[str, dict] = {
     "sft": {"learning_rate": 2e-5, "epochs": 3, "global_batch_size": 128, "lr_scheduler": "cosine"},
     "dpo": {"learning_rate": 5e-7, "epochs": 1, "global_batch_size": 32, "lr_scheduler": "linear", "beta": 0.1},
-    # Scorers: the paper fine-tunes LLaMA-7B on ~2K judged samples per scorer.
-    "scorer": {"learning_rate": 2e-5, "epochs": 3, "global_batch_size": 64, "lr_scheduler": "cosine", "max_length": 2048},
+    # Scorers: hkust-nlp/deita examples/train/train_scorers.sh (6 epochs, lr 2e-5, warmup 0.1, cosine, global
+    # batch 512, max length 2048), wherever a scorer is trained.
+    "scorer": {"learning_rate": 2e-5, "epochs": 6, "global_batch_size": 512, "warmup_ratio": 0.1,
+               "lr_scheduler": "cosine", "max_length": 2048},
 }
 
 
@@ -65,7 +74,10 @@ class TrainConfig:
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = option("cosine", "schedule")
     weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
     max_length: int = option(2048, "tokens per sequence (longer ones are cut)", ge=1)
-    max_prompt_length: int = option(512, "dpo: prompts keep their last this-many tokens", ge=1)
+    max_prompt_length: int = option(512, "dpo: a pair longer than max_length keeps the last this-many tokens of its "
+                                         "prompt (then its answers are cut), as TRL 0.7 did for Deita", ge=1)
+    max_pairs: int | None = option(None, "dpo: train on this many pairs drawn at random with --seed (Deita: 10,000 "
+                                         "of UltraFeedback, seed 42); default all", ge=1)
     beta: float = option(0.1, "dpo: strength of the KL penalty", gt=0)
     ref_model: str | None = option(None, "dpo: the frozen reference model (default: --model)")
     deepspeed: str = option("none", "none, zero2, zero3 (shipped configs) or a DeepSpeed JSON file")
@@ -80,6 +92,8 @@ class TrainConfig:
     keep_checkpoints: int = option(2, "checkpoints kept", ge=1)
     seed: int = option(42, "random seed")
     resume: bool = option(True, "rerunning on the same output continues from its latest checkpoint", flag=False)
+    allow_partial: bool = option(False, "train on data (or from a model) whose step did not finish (recorded in "
+                                        "the summary)")
     preset: str | None = option(None, "the paper's settings", flag=False)
     extra: dict = option(default_factory=dict)  # more TRL config fields, passed through (e.g. {"loss_type": "ipo"})
 
@@ -116,6 +130,14 @@ def validate(config: TrainConfig) -> None:
     for path in config.data:
         if "://" not in path and not Path(os.path.expanduser(path)).exists():
             bad("data", f"{path} does not exist")
+
+
+def task_defaults(task: str) -> dict:
+    """Every option's value for `task` when no preset and no flag says otherwise (field defaults, then the
+    task's own): what `deita-ray train TASK --help` shows."""
+    defaults = {name: info.default for name, info in TrainConfig.__pydantic_fields__.items()
+                if info.default is not PydanticUndefined}
+    return {**defaults, **TASK_DEFAULTS[task]}
 
 
 def load_train_config(task: str, data: dict | None = None, preset: str | None = None, path: str | None = None,

@@ -10,8 +10,10 @@ Plain Python over Arrow, no Ray. Every row that cannot be used is counted under 
   own chat template; `assistant_masks` marks the assistant turns (with their end-of-turn token):
   the loss is on those tokens only.
 - DPO: prompt/chosen/rejected as strings (plain), as message lists (UltraFeedback-binarized),
-  or ShareGPT preference rows (`conversations` + `chosen`/`rejected` turns). Rendered into
-  plain prompt/chosen/rejected text for TRL, prompts cut to their last `max_prompt_length` tokens.
+  or ShareGPT preference rows (`conversations` + `chosen`/`rejected` turns). `max_pairs` draws
+  that many at random first (Deita: 10K UltraFeedback pairs, seed 42). Rendered into plain
+  prompt/chosen/rejected text for TRL, cut the way the TRL of the paper's time cut: only a pair
+  longer than `max_length` loses the start of its prompt (to `max_prompt_length`), then answer ends.
 - Scorer: (instruction[, response], score) labels, or Deita's released scorer data (a human turn
   holding the filled template and a gpt turn holding the digit). The exact scorer template is
   tokenized as `deita-ray score` tokenizes it, and the only loss token is the score digit.
@@ -25,7 +27,7 @@ from collections import Counter
 
 import pyarrow as pa
 
-from deita_ray.prompts import complexity_prompt, quality_prompt
+from deita_ray.prompts import complexity_prompt, quality_prompt, scorer_fields
 from deita_ray.prompts import chat
 
 SFT_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("assistant_masks", pa.list_(pa.int8()))])
@@ -211,9 +213,44 @@ def render_vicuna_prompt(history: list[dict], eos: str = "</s>") -> str:
     return chat.render_vicuna_prompt(pairs, eos)
 
 
-def prepare_dpo(inputs: list[str], tokenizer, template: str = "vicuna",
-                max_prompt_length: int = 512) -> tuple[pa.Table, dict]:
+def sample_pairs(records: list, max_pairs: int | None, seed: int) -> tuple[list, dict | None]:
+    """At most `max_pairs` records drawn at random, as Deita's src/deita/data/sample_ultrafeedback.py draws its
+    10K UltraFeedback pairs (`random.seed(42); random.sample(range(len(data)), n)`, in that order): with the same
+    seed and the same records, the same pairs. Returns them and what was done (None: all kept)."""
+    if max_pairs is None or len(records) <= max_pairs:
+        return records, None
+    import random
+
+    picks = random.Random(seed).sample(range(len(records)), max_pairs)
+    return [records[i] for i in picks], {"pairs_read": len(records), "max_pairs": max_pairs, "seed": seed}
+
+
+def fit_preference(tokenizer, prompt: str, chosen: str, rejected: str, max_length: int,
+                   max_prompt_length: int) -> tuple[str, str, str, bool]:
+    """TRL's truncation at the version Deita trained with (trl 0.7.2, DPODataCollatorWithPadding): only when the
+    prompt and the longer answer exceed `max_length` is the prompt cut to its last `max_prompt_length` tokens;
+    if that is still too long, both answers keep their first `max_length - max_prompt_length` tokens."""
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    p_ids, c_ids, r_ids = ids(prompt), ids(chosen), ids(rejected)
+    longer = max(len(c_ids), len(r_ids))
+    if len(p_ids) + longer <= max_length:
+        return prompt, chosen, rejected, False
+    if len(p_ids) > max_prompt_length:  # keep the end: the question right before the answer
+        p_ids = p_ids[len(p_ids) - max_prompt_length:]
+        prompt = tokenizer.decode(p_ids)
+    if len(p_ids) + longer > max_length:
+        keep = max_length - max_prompt_length
+        chosen = tokenizer.decode(c_ids[:keep]) if len(c_ids) > keep else chosen
+        rejected = tokenizer.decode(r_ids[:keep]) if len(r_ids) > keep else rejected
+    return prompt, chosen, rejected, True
+
+
+def prepare_dpo(inputs: list[str], tokenizer, template: str = "vicuna", max_prompt_length: int = 512,
+                max_length: int = 2048, max_pairs: int | None = None, seed: int = 42) -> tuple[pa.Table, dict]:
     records, skipped = read_records(inputs)
+    records, sampling = sample_pairs(records, max_pairs, seed)
     total = len(records) + sum(skipped.values())
     eos = tokenizer.eos_token or "</s>"
     # TRL tokenizes without special tokens; a model that expects a BOS gets it in the text.
@@ -234,12 +271,13 @@ def prepare_dpo(inputs: list[str], tokenizer, template: str = "vicuna",
             if not all(p.startswith(prompt) for p in pick):
                 raise ValueError("the chat template renders the prompt differently inside a conversation; use template 'vicuna'")
             chosen, rejected, bos = pick[0][len(prompt):], pick[1][len(prompt):], ""
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if len(ids) > max_prompt_length:  # keep the end: the question right before the answer
-            prompt = tokenizer.decode(ids[len(ids) - max_prompt_length:])
-            cut += 1
+        prompt, chosen, rejected, was_cut = fit_preference(tokenizer, prompt, chosen, rejected, max_length,
+                                                           max_prompt_length)
+        cut += was_cut
         rows.append({"prompt": bos + prompt, "chosen": chosen, "rejected": rejected})
-    return _finish(rows, DPO_SCHEMA, skipped, total, "DPO", cut)
+    table, stats = _finish(rows, DPO_SCHEMA, skipped, total, "DPO", cut)
+    stats["sampling"] = sampling  # recorded in the summary: which pairs, out of how many, by which seed
+    return table, stats
 
 
 # ---- scorer ---------------------------------------------------------------------------------
@@ -288,10 +326,12 @@ def prepare_scorer(inputs: list[str], tokenizer, kind: str = "complexity", max_l
         except ValueError as exc:
             skipped.add(str(exc), record)
             continue
-        if "conversations" in record:  # the prompt is already filled in
-            ids = tokenizer.encode(fields[0])
-            was_cut = len(ids) > max_length - 1
-            ids = ids[: max_length - 1]
+        if "conversations" in record:  # the prompt is already filled in: recover its fields to cut it like score
+            parsed = scorer_fields(kind, fields[0])
+            if parsed is not None:
+                ids, was_cut = fit_prompt(render, parsed, tokenizer, max_length - 1)
+            else:  # another template: its middle goes, its head and its tail (the cue before the digit) stay
+                ids, was_cut = fit_prompt(lambda f: f[0], fields, tokenizer, max_length - 1)
         else:
             ids, was_cut = fit_prompt(render, fields, tokenizer, max_length - 1)  # cut as `deita-ray score` cuts
         cut += was_cut

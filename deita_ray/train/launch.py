@@ -21,6 +21,7 @@ import posixpath
 import sys
 import time
 
+from deita_ray.runner.layout import TRAIN_SUMMARY
 from deita_ray.train.config import TrainConfig
 
 
@@ -42,19 +43,15 @@ def prepare_rows(config: TrainConfig):
     if config.task == "sft":
         return data.prepare_sft(config.data, tokenizer, config.template, config.max_length)
     if config.task == "dpo":
-        return data.prepare_dpo(config.data, tokenizer, config.template, config.max_prompt_length)
+        return data.prepare_dpo(config.data, tokenizer, config.template, config.max_prompt_length, config.max_length,
+                                config.max_pairs, config.seed)
     return data.prepare_scorer(config.data, tokenizer, config.kind, config.max_length)
 
 
-def train(config: TrainConfig, log=print) -> dict:
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from deita_ray.io.writer import write_part, write_table_atomic
-    from deita_ray.io.fs import url_to_fs, write_json
-    from deita_ray.runner.session import ensure_ray
-    from deita_ray.train.worker import FINAL_METRICS, train_loop
+def train(config: TrainConfig, log=print, address: str | None = None, num_cpus: int | None = None) -> dict:
+    """Check the inputs, hold the output, prepare the rows, train on Ray Train workers; returns the summary
+    (OUTPUT/train_summary.json, the completion record, written last)."""
+    from deita_ray.runner.lock import hold_output
 
     started = time.time()
     output = _absolute(config.output)
@@ -64,20 +61,69 @@ def train(config: TrainConfig, log=print) -> dict:
 
     config = dataclasses.replace(config, output=output, model=local_to_absolute(config.model),
                                  ref_model=local_to_absolute(config.ref_model))
+    partial = check_inputs(config, log)
+    with hold_output(output):
+        return _train(config, output, started, partial, log, address, num_cpus)
+
+
+def check_inputs(config: TrainConfig, log=print) -> list[str]:
+    """Before anything under the output is touched: the data and a local starting model are complete outputs
+    of their steps (or the user's own files), and the output keeps clear of them. Returns the inputs read on
+    purpose although incomplete (--allow-partial)."""
+    from deita_ray.io.outputs import check_output
+    from deita_ray.runner.completion import check_complete
+
+    models = [m for m in (config.model, config.ref_model) if m and os.path.exists(m)]
+    partial = check_complete(list(config.data) + models, config.allow_partial, log=log)
+    check_output(config.output, list(config.data) + models)
+    return partial
+
+
+def check_resources(config: TrainConfig, option: str = "") -> None:
+    """The workers against the cluster: ResourceError in one line when they cannot all be placed."""
+    from deita_ray.runner.session import check_workers
+
+    names = ("num_workers", "cpus_per_worker", "use_gpu")
+    options = " / ".join(f"{option}.{n}" if option else f"--{n.replace('_', '-')}" for n in names)
+    check_workers(f"{config.task} training", config.num_workers, config.cpus_per_worker,
+                  1.0 if config.use_gpu else 0.0, options)
+
+
+def _train(config: TrainConfig, output: str, started: float, partial: list[str], log, address: str | None,
+           num_cpus: int | None) -> dict:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from deita_ray.io.fs import remove, url_to_fs, write_json
+    from deita_ray.io.outputs import OutputError, clear_own_tree, mark_tree, owns_tree
+    from deita_ray.io.writer import write_part, write_table_atomic
+    from deita_ray.runner.session import ensure_ray
+    from deita_ray.train.worker import FINAL_METRICS, train_loop
+
+    remove(posixpath.join(output, TRAIN_SUMMARY))  # the completion record: back only when this run has finished
+    model_dir = posixpath.join(output, "model")
+    if url_to_fs(model_dir)[0].exists(url_to_fs(model_dir)[1]) and not owns_tree(model_dir):
+        raise OutputError(f"{model_dir} exists and was not written by deita-ray; move it away or choose another output")
     table, stats = prepare_rows(config)
     quarantine = stats.pop("quarantine", None)
     stats["rows_quarantined"] = quarantine.num_rows if quarantine is not None else 0
     if quarantine is not None and quarantine.num_rows:  # every skipped row, with its reason
         write_table_atomic(quarantine, posixpath.join(output, "quarantine"), "train.parquet")
+    if stats.get("sampling"):
+        drawn = stats["sampling"]
+        log(f"{config.task}: {drawn['max_pairs']:,} pairs drawn at random (seed {drawn['seed']}) of "
+            f"{drawn['pairs_read']:,} read")
     log(f"{config.task}: {stats['rows_used']:,} of {stats['rows_in']:,} rows usable" +
         (f", skipped {stats['rows_skipped']:,}: " + "; ".join(f"{n} x {r}" for r, n in stats["skipped"].items())
          if stats["rows_skipped"] else "") + (f"; {stats['rows_cut_to_fit']:,} cut to fit" if stats["rows_cut_to_fit"] else ""))
     write_part(table, posixpath.join(output, "prepared"), "train.parquet")
     prepared = posixpath.join(output, "prepared", "train.parquet")
-    fs, ckpt_path = url_to_fs(posixpath.join(output, "checkpoints"))
-    if not config.resume and fs.exists(ckpt_path):
-        fs.rm(ckpt_path, recursive=True)  # a fresh start was asked for: forget earlier checkpoints
-    ensure_ray()
+    checkpoints = posixpath.join(output, "checkpoints")
+    if not config.resume:
+        clear_own_tree(checkpoints)  # a fresh start was asked for: forget earlier checkpoints (only ours)
+    mark_tree(checkpoints)  # Ray Train names what it writes there; the marker says the tree is ours to remove
+    ensure_ray(address, num_cpus)
+    check_resources(config)  # Ray Train would wait for workers the cluster cannot place, without end
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})}
     loop_config = {"config": {**dataclasses.asdict(config), "deepspeed_config": config.deepspeed_config()},
                    "prepared": prepared}
@@ -111,11 +157,11 @@ def train(config: TrainConfig, log=print) -> dict:
         "losses": metrics.get("losses"), "num_input_tokens_seen": metrics.get("num_input_tokens_seen"),
         "train_runtime_s": runtime, "tokens_per_s": round((metrics.get("num_input_tokens_seen") or 0) / max(runtime, 1e-9), 1),
         "world_size": metrics.get("world_size"), "gradient_accumulation_steps": metrics.get("gradient_accumulation_steps"),
-        "probe_logits": metrics.get("probe_logits"), "seconds": round(seconds, 2),
+        "probe_logits": metrics.get("probe_logits"), "seconds": round(seconds, 2), "partial_inputs": partial,
         "model": posixpath.join(output, "model"), "checkpoints": posixpath.join(output, "checkpoints"),
         "config": dataclasses.asdict(config),
     }
-    write_json(posixpath.join(output, "train_summary.json"), summary)
+    write_json(posixpath.join(output, TRAIN_SUMMARY), summary)
     return summary
 
 

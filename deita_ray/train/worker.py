@@ -71,11 +71,14 @@ def _read_prepared(path: str):
 
 
 def _upload(local_dir: str, target: str) -> None:
+    """The final model to OUTPUT/model: an earlier model of ours there is replaced (the driver refused a model
+    directory it did not write); marked first, so an upload cut short is still known as ours."""
     from deita_ray.io.fs import url_to_fs
+    from deita_ray.io.outputs import clear_own_tree, mark_tree
 
+    clear_own_tree(target)
+    mark_tree(target)
     fs, path = url_to_fs(target)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
     fs.put(local_dir.rstrip("/") + "/", path, recursive=True)
 
 
@@ -120,7 +123,11 @@ def train_loop(loop_config: dict) -> None:
     cfg = loop_config["config"]
     context = ray.train.get_context()
     world, rank = context.get_world_size(), context.get_world_rank()
-    on_gpu = torch.cuda.is_available() and cfg["use_gpu"]
+    if cfg["use_gpu"]:  # GPUs asked for and CUDA unusable: say so, rather than train on the CPU defaults
+        from deita_ray.runner.session import check_cuda_usable
+
+        check_cuda_usable(f"training worker {rank} was given a GPU")
+    on_gpu = cfg["use_gpu"]
     if cfg["deepspeed_config"]:
         import deepspeed
 
