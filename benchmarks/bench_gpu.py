@@ -12,10 +12,13 @@ by the project's real loading code; nothing is downloaded. Parts, each side by s
           the reference Deita behaviour (one prompt at a time, 2-token generate), LLaMA-2 7B and 13B shapes:
           prompts/s, tokens/s, the ratio, the largest score difference, MFU.
   embed   7B shape, last-token pooling, 2,048-token cap: samples/s, tokens/s, MFU.
+  vllm    where vLLM is installed: the 7B shape scored by vLLM against the hf scorer (bf16: the same scores
+          to ~1e-2), and greedy generation throughput on the same engine (the GPU model runner CI cannot run).
   filter  the Repr Filter at N = 1M, d = 4096, budget 10K on the torch CUDA kept index; then the first 200K
           candidates of the selection order on it and on the CPU path (FAISS when installed, else torch on the
           CPU), side by side: identical kept ids (also with the full run's, inside that prefix), times, the
-          fraction of the float32 peak, and the time spent inside the index (the rest is host work). The pool
+          fraction of the float32 peak, and the time spent inside the index (the rest is host work); and what
+          `select --backend auto` takes on this GPU (FAISS's GPU index only where its build has kernels). The pool
           is clustered with fewer clusters than the budget, so every candidate is visited (the most work the
           filter can be asked at this N and budget).
   train   SFT steps of a ~1B (TinyLlama) shape in bf16 through the project's trainer builder
@@ -42,8 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-# embed first (it builds the 7B that score then reuses and deletes); filter, the longest, last.
-PARTS = ["peak", "embed", "score", "train", "filter"]
+# embed first (it builds the 7B that vllm and score then reuse, score deletes); filter, the longest, last.
+PARTS = ["peak", "embed", "vllm", "score", "train", "filter"]
 LLAMA_SHAPES = {  # name: hidden, layers, heads, kv heads, intermediate, vocab
     "llama2-7b": dict(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008, vocab=32000),
     "llama2-13b": dict(hidden=5120, layers=40, heads=40, kv_heads=40, intermediate=13824, vocab=32000),
@@ -360,10 +363,13 @@ def part_filter(device, opts: dict, peak: dict, root: Path) -> dict:
     cpu_backend = "faiss" if faiss_installed() else "torch"
     cpu = run_filter_counted(sub_vectors, sub_scores, budget, KeptIndex(dim, device="cpu", capacity=budget,
                                                                         backend=cpu_backend))
+    # What `select` takes by default here: FAISS's GPU index where its build has kernels for this GPU, else torch.
+    auto_index = KeptIndex(dim, device="auto", capacity=budget, backend="auto")
+    auto = run_filter_counted(sub_vectors, sub_scores, budget, auto_index)
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     full_in_prefix = [k for k in full["kept"] if rank[k] < m]
-    identical = (dev["kept"] == cpu["kept"] and [int(prefix[k]) for k in cpu["kept"]] == full_in_prefix)
+    identical = (dev["kept"] == cpu["kept"] == auto["kept"] and [int(prefix[k]) for k in cpu["kept"]] == full_in_prefix)
 
     def figures(run: dict) -> dict:
         out = {"backend": run["backend"], "candidates": run["visited"], "kept": len(run["kept"]),
@@ -378,13 +384,63 @@ def part_filter(device, opts: dict, peak: dict, root: Path) -> dict:
     result = {"n": n, "dim": dim, "budget": budget, "clusters": opts["filter_clusters"], "tau": TAU,
               "pool_made_s": round(made, 1), "kept": len(full["kept"]), "visited": full["visited"],
               "full_pool_on_device": figures(full), "prefix": m, "prefix_on_device": figures(dev),
-              "prefix_on_cpu": figures(cpu), "identical_kept_ids": identical,
+              "prefix_on_cpu": figures(cpu), "prefix_auto": {**figures(auto), "why": auto_index.why},
+              "identical_kept_ids": identical,
               "speedup_on_prefix": round(cpu["seconds"] / dev["seconds"], 2)}
     print(f"filter  N={n:,} d={dim} budget {budget:,}: kept {len(full['kept']):,}, visited {full['visited']:,} in "
           f"{full['seconds']:.2f} s on {full['backend']} ({result['full_pool_on_device']['fraction_of_fp32_peak']:.1%} "
           f"of fp32 peak, {full['query_seconds']:.2f} s inside the index); first {m:,}: {dev['seconds']:.2f} s vs "
           f"{cpu['backend']} {cpu['seconds']:.2f} s  x{result['speedup_on_prefix']}  identical kept ids: {identical}",
           flush=True)
+    return result
+
+
+def part_vllm(device, opts: dict, peak: dict, root: Path) -> dict:
+    """The paths CPU CI cannot see (vLLM's GPU model runner, bf16, FlashAttention): scoring against the hf scorer
+    (the same scores to bf16 precision), embedding against hf (cosine), greedy generation throughput. Skipped
+    where vLLM is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        print("vllm    not installed here: skipped", flush=True)
+        return {"skipped": "vllm is not installed"}
+    from deita_ray.engines.base import close_engine
+    from deita_ray.engines.config import LLMConfig, Sampling
+    from deita_ray.io.formats import turn_pairs
+    from deita_ray.stages.score import TurnScorer
+
+    name = opts["embed_shape"]
+    path = build_random_llama(root / name, LLAMA_SHAPES[name], device)
+    pairs = list(dict.fromkeys(p for conv in load_conversations(opts["samples"]) for p in turn_pairs(conv)))
+    result = {"shape": name, "prompts": len(pairs)}
+    scores = {}
+    for engine in ("vllm", "hf"):
+        config = LLMConfig(model=str(path), engine=engine, device=device.type, batch_size=opts["batch_size"],
+                           max_length=opts["max_length"])
+        scorer = TurnScorer("quality", config)
+        scorer.score_pairs(pairs[:8])
+        sync(device)
+        t0 = time.perf_counter()
+        scores[engine], _, lengths, _ = scorer.score_pairs(pairs)
+        sync(device)
+        seconds = time.perf_counter() - t0
+        result[f"score_{engine}"] = {"seconds": round(seconds, 3), "tokens_per_s": round(sum(lengths) / seconds)}
+        if engine == "vllm":  # the same engine generates (one vLLM start)
+            prompts = [q for q, _ in pairs[:256]]
+            scorer.engine.generate(prompts[:4], Sampling(max_new_tokens=8))
+            t0 = time.perf_counter()
+            out = scorer.engine.generate(prompts, Sampling(max_new_tokens=64))
+            seconds = time.perf_counter() - t0
+            made = sum(g.tokens for g in out)
+            result["generate"] = {"prompts": len(prompts), "new_tokens": made, "seconds": round(seconds, 3),
+                                  "new_tokens_per_s": round(made / seconds)}
+        close_engine(scorer.engine)
+        del scorer
+        free(device)
+    result["score_max_abs_diff"] = float(np.max(np.abs(scores["vllm"] - scores["hf"])))
+    print(f"vllm    {name:14s} score {result['score_vllm']['tokens_per_s']:,} tok/s vs hf "
+          f"{result['score_hf']['tokens_per_s']:,} (max |diff| {result['score_max_abs_diff']:.3g}); generate "
+          f"{result['generate']['new_tokens_per_s']:,} new tok/s", flush=True)
     return result
 
 
@@ -517,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     common = {"command": " ".join([sys.executable, *sys.argv]), "when": time.strftime("%Y-%m-%d %H:%M:%S"),
               "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
               "smoke": args.smoke, "versions": versions(), "sizes": opts}
-    parts = {"score": part_score, "embed": part_embed, "filter": part_filter, "train": part_train}
+    parts = {"score": part_score, "embed": part_embed, "vllm": part_vllm, "filter": part_filter, "train": part_train}
     peak = part_peak(device, opts)
     (out / "peak.json").write_text(json.dumps({"benchmark": "bench_gpu/peak", **common, "result": peak}, indent=2))
     failed = []

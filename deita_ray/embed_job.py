@@ -29,6 +29,9 @@ class EmbedOptions(ActorResources):
     template: Literal["auto", "vicuna", "plain"] = option(
         "auto", "conversation rendering: vicuna v1.1 (causal LMs, as Deita) or plain text (sentence-transformers)")
     store_dtype: Literal["float16", "float32"] = option("float16", "dtype of the stored vectors")
+    # Whole conversations spread widely in length: the more rows a batch holds, the closer the lengths its
+    # engine can group (padding measured on the quickstart pool: 11-15% at 256 rows, 3% at 1024).
+    batch_rows: int = option(1024, "samples per batch handed to an actor", ge=1)
 
 
 @section
@@ -93,8 +96,9 @@ def embed_spec(config: EmbedJobConfig) -> StageSpec:
                                               config.embedder.device),
                           batch_rows=config.batch_rows)],
         writer=write_embeddings, check=check_store,
-        sums={"embed_tokens": "embed_tokens", "rows_truncated": "embed_truncated"},
-        tokens=("embed_tokens",), flagged="rows_truncated", noun="embedded",
+        sums={"embed_tokens": "embed_tokens", "rows_truncated": "embed_truncated", "embed_flops": "embed_flops",
+              "computed_tokens": "embed_computed_tokens"},
+        tokens=("embed_tokens",), flops=("embed_flops",), flagged="rows_truncated", noun="embedded",
         config=json.loads(json.dumps(asdict(config), default=str)),
     )
 

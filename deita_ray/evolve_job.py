@@ -106,8 +106,9 @@ def evolve_spec(config: EvolveJobConfig) -> StageSpec:
                           auto_gpus=auto_gpus(config.generator.engine, config.generator.tensor_parallel_size,
                                               config.generator.device),
                           concurrency=config.concurrency(config.generator.engine))],
-        sums={"generated_tokens": "generated_tokens", "variants_generated": "rounds_completed"},
-        tokens=("generated_tokens",), value_counts=("stop_rule",), noun="evolved",
+        sums={"generated_tokens": "generated_tokens", "variants_generated": "rounds_completed",
+              "generation_flops": "generation_flops"},
+        tokens=("generated_tokens",), flops=("generation_flops",), value_counts=("stop_rule",), noun="evolved",
         succeeded=lambda summary: summary["totals"]["variants_generated"],  # chains with no new variant failed
         config=json.loads(json.dumps(asdict(config), default=str)),
     )

@@ -76,6 +76,8 @@ def _summary_of_training(s: dict) -> dict:
     return {"rows_in": rows["rows_in"], "rows_out": rows["rows_used"], "rows_quarantined": rows["rows_skipped"],
             "reconciled": rows["rows_in"] == rows["rows_used"] + rows["rows_skipped"], "seconds": s["seconds"],
             "tokens": s.get("num_input_tokens_seen"), "tokens_per_s": s.get("tokens_per_s"),
+            "model_flops": s.get("model_flops"), "model_flops_per_s": s.get("model_flops_per_s"),
+            "peak_fraction": s.get("peak_fraction"),
             "model": s["model"], "global_step": s.get("global_step"), "losses": s.get("losses")}
 
 
@@ -245,7 +247,7 @@ def _check_resources(config: RunConfig, log) -> None:
 
 def _record(summary: dict) -> dict:
     keys = ("rows_in", "rows_out", "rows_quarantined", "rows_flagged", "reconciled", "tokens", "seconds",
-            "samples_per_s", "visited", "sorted_on", "quarantine_classes", "model", "global_step", "losses",
+            "samples_per_s", "tokens_per_s", "model_flops", "model_flops_per_s", "peak_fraction", "visited", "sorted_on", "quarantine_classes", "model", "global_step", "losses",
             "judge_validity")
     return {k: summary[k] for k in keys if k in summary}
 
@@ -318,10 +320,15 @@ def _check_step(name: str, summary: dict, output: str) -> None:
 def format_run(run: dict) -> str:
     width = max([7] + [len(n) for n in run["stages"]])
     total = sum(s["seconds"] for s in run["stages"].values()) or 1.0
-    lines = [f"{'stage':{width}s}   rows in   rows out  quarantined      tokens   seconds  share"]
+    lines = [f"{'stage':{width}s}   rows in   rows out  quarantined      tokens   seconds  share   tokens/s  "
+             f"GFLOP/s  of peak"]
     for name, s in run["stages"].items():
+        rate = f"{s['tokens_per_s']:>10,.0f}" if s.get("tokens_per_s") else f"{'-':>10}"
+        gflops = f"{s['model_flops_per_s'] / 1e9:>8,.2f}" if s.get("model_flops_per_s") else f"{'-':>8}"
+        share = f"{s['peak_fraction']:>8.1%}" if s.get("peak_fraction") is not None else f"{'-':>8}"
         lines.append(f"{name:{width}s} {s['rows_in']:>9,} {s['rows_out']:>10,} {s['rows_quarantined']:>12,} "
-                     f"{s.get('tokens') or 0:>11,} {s['seconds']:>9.1f} {s['seconds'] / total:>6.0%}")
+                     f"{s.get('tokens') or 0:>11,} {s['seconds']:>9.1f} {s['seconds'] / total:>6.0%} {rate} {gflops} "
+                     f"{share}")
     lines.append(f"selected set: {run['selected']}")
     if run.get("report"):
         lines.append(f"report:       {run['report']}")

@@ -80,8 +80,10 @@ def score_spec(config: ScoreJobConfig) -> StageSpec:
                 for kind, engine in (("complexity", config.complexity), ("quality", config.quality))],
         post=[(finalize_scores, {"aggregation": config.aggregation})],
         sums={"complexity_tokens": "complexity_tokens", "quality_tokens": "quality_tokens",
+              "complexity_flops": "complexity_flops", "quality_flops": "quality_flops",
               "rows_truncated": "truncated", "rows_without_score": "nulls:evol_score"},
-        tokens=("complexity_tokens", "quality_tokens"), flagged="rows_truncated", noun="scored",
+        tokens=("complexity_tokens", "quality_tokens"), flops=("complexity_flops", "quality_flops"),
+        flagged="rows_truncated", noun="scored",
         config=json.loads(json.dumps(asdict(config), default=str)),
     )
 

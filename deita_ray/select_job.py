@@ -52,10 +52,11 @@ class SelectOptions:
     seed: int = option(0, "random strategy only")
     index: Literal["actor", "local"] = option("actor", "actor: the kept index in a Ray actor; local: in this process")
     device: Literal["auto", "cpu", "gpu"] = option("auto", "kept index device (auto: a GPU if the index sees one)")
-    backend: Literal["auto", "faiss", "torch"] = option(
-        "auto", "kept index search: faiss (IndexFlatIP; GPU with FAISS's GPU build), torch (one float32 GEMM per "
-                "block; CUDA where torch sees it); auto: whichever can use a GPU (FAISS first), else faiss on CPU. "
-                "Both give the same selection")
+    backend: Literal["auto", "faiss", "numpy", "torch"] = option(
+        "auto", "kept index search: faiss (IndexFlatIP; GPU with FAISS's GPU build), numpy (one float32 GEMM per "
+                "block, CPU), torch (one float32 GEMM per block; CUDA where torch sees it); auto: FAISS's GPU index "
+                "where its build has kernels for the GPU, else torch on the GPU, else the faster of faiss and numpy "
+                "on this CPU (timed once). All give the same selection")
     sort_on: Literal["auto", "driver", "ray"] = option(
         "auto", "where candidates are joined and sorted by score: ray (Ray Data; this process's memory stays flat for "
                 "million-row pools), driver (Arrow here; quicker for small pools); auto: ray from 100K rows")

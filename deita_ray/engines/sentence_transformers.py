@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from deita_ray.engines.batching import length_buckets, padded_widths
 from deita_ray.engines.config import LLMConfig
 
 
@@ -29,5 +30,15 @@ class SentenceTransformerEngine:
         return [len(ids) for ids in self.model.tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(texts, batch_size=self.config.batch_size, convert_to_numpy=True,
-                                 normalize_embeddings=False, show_progress_bar=False).astype(np.float32)
+        """Batched by length with the padding share bounded (engines/batching.py), one encode call per batch."""
+        lengths = [min(n, self.context_length) for n in self.count_tokens(texts)]
+        buckets = length_buckets(lengths, self.config.batch_size, self.config.max_batch_tokens)
+        self.last_widths = padded_widths(lengths, buckets)
+        out = None
+        for bucket in buckets:
+            vectors = self.model.encode([texts[i] for i in bucket], batch_size=len(bucket), convert_to_numpy=True,
+                                        normalize_embeddings=False, show_progress_bar=False).astype(np.float32)
+            if out is None:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[bucket] = vectors
+        return out if out is not None else np.empty((0, 0), dtype=np.float32)

@@ -187,6 +187,7 @@ def sampling_params(sampling: Sampling):
 def _generation(output) -> Generation:
     out = output.outputs[0]
     return Generation(text=out.text, token_ids=list(out.token_ids),
+                      prompt_tokens=len(output.prompt_token_ids) if output.prompt_token_ids is not None else None,
                       finish_reason="length" if out.finish_reason == "length" else "stop")
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 from deita_ray.io import fs
 
 INDEX_COLUMNS = ["id", "shard", "row", "embed_truncated", "embed_tokens", "embed_reason"]
+COUNTED = ["embed_computed_tokens", "embed_flops"]  # what the row cost (padding included; model FLOPs), when known
 
 
 def write_vector_shard(table: pa.Table, vectors_dir: str) -> pa.Table:
@@ -46,7 +47,8 @@ def write_vector_shard(table: pa.Table, vectors_dir: str) -> pa.Table:
     shards = pa.array([shard if ok else None for ok in valid], type=pa.string())
     # source/position travel with the id: resume and duplicate checks key rows by (id, source, position).
     keep = ["id"] + [c for c in ("source", "position") if c in table.column_names]
-    out = table.select(keep + ["embed_truncated", "embed_tokens", "embed_reason"])
+    out = table.select(keep + ["embed_truncated", "embed_tokens", "embed_reason"]
+                       + [c for c in COUNTED if c in table.column_names])
     return out.append_column("shard", shards).append_column("row", pa.array(rows))
 
 

@@ -179,9 +179,10 @@ class RunLock:
         if not created:
             self.taken_over = current
             fs.write_json(self.path, self._record())
-        # Read back after a moment even after an exclusive create: an S3-compatible store that ignores
-        # If-None-Match would otherwise let two runs in.
-        time.sleep(SETTLE_S)
+        # Read back after a moment, except after an exclusive create on a local disk (a hard link is exclusive):
+        # an S3-compatible store that ignores If-None-Match would otherwise let two runs in.
+        if not (created and fs.is_local(self.path)):
+            time.sleep(SETTLE_S)
         winner = self._read()
         if not winner or winner.get("token") != self.token:
             raise self._refuse(winner or {}, " that started at the same moment")

@@ -72,6 +72,7 @@ class StageSpec:
     writer: Callable | None = None       # writer(table, layout) -> rows written; default: one Parquet part
     sums: dict[str, str] = field(default_factory=dict)  # summary totals over the parts (see writer.sum_columns)
     tokens: tuple[str, ...] = ()         # which of `sums` are token counts
+    flops: tuple[str, ...] = ()          # which of `sums` are model FLOPs (engines/flops.py)
     flagged: str | tuple | None = None   # which of `sums` counts flagged rows, or (column, value) counted
     value_counts: tuple[str, ...] = ()   # columns whose value counts go into the summary
     source: str = "pool"                 # pool: the pool reader; parts: upstream Parquet parts as they are
@@ -302,9 +303,11 @@ def run_map_job(spec: StageSpec, inputs: list[str], output: str, *, mode: str = 
         started = time.time()
         try:
             if mode == "ray":
-                _run_on_ray(spec, layout, tasks, read_block_rows, ray_address, log)
+                held = _run_on_ray(spec, layout, tasks, read_block_rows, ray_address, log)
             else:
                 _run_local(spec, layout, tasks, read_block_rows, stages, log)
+                held = None
+            seconds = time.time() - started
             if spec.source == "pool":
                 from deita_ray.runner.duplicates import dedupe_ids
 
@@ -320,7 +323,8 @@ def run_map_job(spec: StageSpec, inputs: list[str], output: str, *, mode: str = 
             if isinstance(cause, (InputError, StageError)):
                 raise cause from None
             raise StageError(layout.stage, layout.out, cause, save_traceback(exc)) from exc
-        return summarize(spec, layout, time.time() - started, files_not_read=not_read, partial_inputs=partial)
+        peak = stage_peak(held) if spec.flops else None
+        return summarize(spec, layout, seconds, files_not_read=not_read, partial_inputs=partial, peak=peak)
 
 
 class RemoteError(Exception):
@@ -406,6 +410,7 @@ def _run_on_ray(spec: StageSpec, layout: StageLayout, tasks: list[ReadTask], blo
                             num_cpus=request.cpus, num_gpus=request.gpus, **hidden)
     ds.map_batches(finish, fn_kwargs={"layout": layout, "post": spec.post, "writer": spec.writer}, batch_size=None,
                    batch_format="pyarrow", num_cpus=0.25).materialize()
+    return fitted
 
 
 def _run_local(spec: StageSpec, layout: StageLayout, tasks: list[ReadTask], block_rows: int, stages, log) -> None:
@@ -436,13 +441,37 @@ def _run_local(spec: StageSpec, layout: StageLayout, tasks: list[ReadTask], bloc
 
 # ---------------------------------------------------------------- the summary
 
+def stage_peak(held: list | None) -> dict | None:
+    """The FLOP/s limit of what the stage's actors held (runner/peak.py), measured where they ran: per GPU or CPU
+    core, times the GPUs (else CPUs) reserved; None when it cannot be measured. In this process (`held` None):
+    per core, times the cores this process may use."""
+    import os
+
+    from deita_ray.runner.peak import device_peak
+
+    try:
+        if held is None:
+            unit = device_peak(0)
+            return {**unit, "units": len(os.sched_getaffinity(0)), "total": unit["flops"] * len(os.sched_getaffinity(0))}
+        import ray
+
+        first = held[0]
+        measure = ray.remote(device_peak).options(num_cpus=min(first.cpus, 1), num_gpus=min(first.gpus, 1))
+        unit = ray.get(measure.remote(first.gpus), timeout=120)
+        units = sum(a.replicas * (a.gpus if unit["per"] == "gpu" else a.cpus) for a in held)
+        return {**unit, "units": units, "total": unit["flops"] * units}
+    except Exception as exc:  # the efficiency figure is a report, never a reason to fail a finished stage
+        return {"error": f"{type(exc).__name__}: {exc}"[:200]}
+
+
 def summarize(spec: StageSpec, layout: StageLayout, seconds: float, files_not_read: list[str] | None = None,
-              partial_inputs: list[str] | None = None) -> dict:
+              partial_inputs: list[str] | None = None, peak: dict | None = None) -> dict:
     """One schema for every stage; counted part by part (the driver's memory does not grow with the pool)."""
     rows_out, totals = sum_columns(layout.parts, spec.sums)
     rows_in = sum_columns(layout.read_stats, {"rows_read": "rows_read"})[1]["rows_read"]
     quarantined = count_rows(layout.quarantine)
     tokens = sum(totals[name] for name in spec.tokens)
+    flops = float(sum(totals[name] for name in spec.flops)) if spec.flops else 0.0
     counts = {column: count_values(layout.parts, column) for column in spec.value_counts} if rows_out else {}
     if isinstance(spec.flagged, tuple):
         flagged = counts.get(spec.flagged[0], {}).get(spec.flagged[1], 0)
@@ -454,9 +483,13 @@ def summarize(spec: StageSpec, layout: StageLayout, seconds: float, files_not_re
         "reconciled": rows_in == rows_out + quarantined, "tokens": tokens,
         "seconds": round(seconds, 3), "samples_per_s": round(rows_out / seconds, 2) if seconds else None,
         "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+        # Model FLOPs of the work (engines/flops.py), per second, and the share of what the actors held.
+        "model_flops": flops or None, "model_flops_per_s": round(flops / seconds) if flops and seconds else None,
+        "peak": peak, "peak_fraction": round(flops / seconds / peak["total"], 4)
+        if flops and seconds and peak and peak.get("total") else None,
         "quarantine_reasons": count_values(layout.quarantine, "reason") if quarantined else {},
         "quarantine_classes": count_values(layout.quarantine, "failure") if quarantined else {},
-        "totals": {k: v for k, v in totals.items() if k not in spec.tokens},
+        "totals": {k: v for k, v in totals.items() if k not in spec.tokens and k not in spec.flops},
         "counts": counts,
         "files_not_read": files_not_read or [],
         "partial_inputs": partial_inputs or [],   # upstream outputs read although incomplete (--allow-partial)
@@ -464,6 +497,8 @@ def summarize(spec: StageSpec, layout: StageLayout, seconds: float, files_not_re
         "output": layout.output, "results": layout.out, "noun": spec.noun, "config": spec.config,
     }
     summary["rows_succeeded"] = spec.succeeded(summary) if spec.succeeded is not None else rows_out
+    if totals.get("computed_tokens"):  # what the engine computed beyond the tokens themselves: padding
+        summary["padding_share"] = round(1 - tokens / totals["computed_tokens"], 4)
     fs.write_json(layout.summary, summary)
     return summary
 
@@ -496,6 +531,13 @@ def format_summary(summary: dict) -> str:
         f"throughput   {summary['samples_per_s'] or 0:>10,.1f} samples/s, {summary['tokens_per_s'] or 0:,.0f} tokens/s "
         f"({summary['seconds']:.1f} s)",
     ]
+    if summary.get("padding_share") is not None:
+        lines.append(f"padding      {summary['padding_share']:>10.1%}   of the tokens computed")
+    if summary.get("model_flops"):
+        peak = summary.get("peak") or {}
+        share = (f", {summary['peak_fraction']:.1%} of {peak['units']:g} {peak['per'].upper()}"
+                 f"{'s' if peak['units'] != 1 else ''} ({peak['how']})") if summary.get("peak_fraction") else ""
+        lines.append(f"model FLOPs  {summary['model_flops']:>10.3g}   {summary['model_flops_per_s'] / 1e9:,.2f} GFLOP/s{share}")
     for column, counted in (summary.get("counts") or {}).items():
         lines.append(f"  {column.replace('_', ' ')}: " + ", ".join(f"{k}: {v:,}" for k, v in
                                                                 sorted(counted.items(), key=lambda kv: -kv[1])[:8]))

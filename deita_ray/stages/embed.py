@@ -2,7 +2,7 @@
 
 Plain Python, no Ray: `EmbedStage(EmbedderConfig(...))(table)` appends `embedding`
 (fixed-size list of float16 or float32; null where it could not be computed), `embed_truncated`,
-`embed_tokens` and `embed_reason`. Conversations are rendered with the Vicuna v1.1 template
+`embed_tokens`, `embed_flops` (the model FLOPs of the row, engines/flops.py) and `embed_reason`. Conversations are rendered with the Vicuna v1.1 template
 (Deita embeds with the model to be trained, on that template); sentence-transformers models get
 the plain text by default, where a long constant system prompt would only blur similarities.
 Texts over the context keep their head (as the reference's tokenizer truncation does) and are flagged.
@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from deita_ray.engines.base import close_engine, load_tokenizer, make_engine
 from deita_ray.engines.config import EmbedderConfig
+from deita_ray.engines.flops import shape_of_engine
 from deita_ray.io.formats import turn_pairs
 from deita_ray.prompts import chat
 from deita_ray.io.quarantine import PERMANENT, engine_error, mark_failures
@@ -99,6 +100,9 @@ class EmbedStage:
         texts = [self.render(conv) for conv in table.column("conversations").to_pylist()]
         inputs, truncated, tokens = self.inputs(texts)
         vectors, reasons = self.vectors(inputs) if texts else (np.empty((0, 0), np.float32), [])
+        # What the engine computed for each row, padding included (engines that pad say so; others pad nothing).
+        widths = getattr(self.engine, "last_widths", None)
+        computed = widths if widths is not None and len(widths) == len(tokens) else tokens
         dim = vectors.shape[1] if vectors.ndim == 2 and vectors.shape[1] else 1
         values = pa.array(vectors.astype(self.out_dtype).reshape(-1) if vectors.size else np.empty(0, self.out_dtype))
         mask = pa.array([r is not None for r in reasons], type=pa.bool_())
@@ -107,6 +111,10 @@ class EmbedStage:
         table = table.append_column("embedding", embedding)
         table = table.append_column("embed_truncated", pa.array(truncated, type=pa.bool_()))
         table = table.append_column("embed_tokens", pa.array(tokens, type=pa.int64()))
+        table = table.append_column("embed_computed_tokens", pa.array(computed, type=pa.int64()))
+        shape = shape_of_engine(self.config)  # hidden states only: no LM head
+        table = table.append_column("embed_flops", pa.array([shape.forward([n]) if shape else None for n in tokens],
+                                                            type=pa.float64()))
         table = table.append_column("embed_reason", pa.array(reasons, type=pa.string()))
         failures = [f or ((f"embed: {r}", PERMANENT) if r else None) for f, r in zip(self._failures or [None] * len(reasons), reasons)]
         return mark_failures(table, failures)

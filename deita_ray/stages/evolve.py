@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from deita_ray.engines.base import close_engine, make_engine, start_engine
 from deita_ray.engines.config import Generation, LLMConfig, PromptTooLong, Sampling
+from deita_ray.engines.flops import shape_of_engine
 from deita_ray.io.formats import turn_pairs
 from deita_ray.io.quarantine import PERMANENT, engine_error, mark_failures
 from deita_ray.prompts import evol
@@ -47,6 +48,7 @@ class Chain:
     stop_rule: str | None = None      # "completed" or the elimination rule alone (for counting)
     eliminated_text: str | None = None
     generated_tokens: int = 0
+    flops: float | None = None        # model FLOPs of every request (None: not known, e.g. a server's model)
     failure: tuple[str, str] | None = None
     attempt: int = 0                  # of the round in progress (0: its first try)
     failed_attempts: list[dict] = field(default_factory=list)
@@ -69,8 +71,10 @@ class EvolveStage:
         self.mode, self.config, self.sampling, self.rounds, self.seed = mode, config, sampling, rounds, seed
         self.retries, self.wizardlm_rules = retries, wizardlm_rules
         self.engine = engine
+        self.shape = None
 
     def setup(self) -> None:
+        self.shape = shape_of_engine(self.config)
         if self.engine is None:
             self.engine = make_engine(self.config, "generate")
             start_engine(self.engine, "submit" if hasattr(self.engine, "submit") else "generate")
@@ -95,6 +99,8 @@ class EvolveStage:
     def _advance(self, chain: Chain, op: str, generation: Generation) -> None:
         k = len(chain.variants)
         chain.generated_tokens += generation.tokens
+        if self.shape is not None and generation.prompt_tokens is not None:
+            chain.flops = (chain.flops or 0.0) + self.shape.generation(generation.prompt_tokens, generation.tokens)
         text = evol.extract_rewrite(self.mode, generation.text)
         reason = evol.failure_reason(self.mode, text, chain.variants[-1], generation.finish_reason,
                                      self.wizardlm_rules)
@@ -206,6 +212,7 @@ class EvolveStage:
             "eliminated_text": pa.array([c.eliminated_text for c in chains], pa.string()),
             "failed_attempts": pa.array([c.failed_attempts for c in chains], pa.list_(ATTEMPT)),
             "generated_tokens": pa.array([c.generated_tokens for c in chains], pa.int64()),
+            "generation_flops": pa.array([c.flops for c in chains], pa.float64()),
         }
         for name, values in columns.items():
             table = table.append_column(name, values)

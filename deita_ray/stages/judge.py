@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from deita_ray.engines.base import close_engine, digit_token_ids, make_engine, start_engine
 from deita_ray.engines.config import Generation, LLMConfig, PromptTooLong, Sampling
+from deita_ray.engines.flops import shape_of_engine
 from deita_ray.io.quarantine import engine_error, mark_failures
 from deita_ray.prompts import judge
 from deita_ray.prompts.chat import user_prompt_ids, uses_chat
@@ -76,6 +77,8 @@ class JudgeStage:
         """(judgement text, tokens, finish) per (mode, prompt, n): at slot i, the digit the model likes best
         after the format written so far."""
         prompts = [user_prompt_ids(self.tokenizer, prompt, self.chat) for _, prompt, _ in jobs]
+        shape = shape_of_engine(self.config)
+        flops: list[float | None] = [0.0 if shape is not None else None] * len(jobs)
         scores: list[list[int]] = [[] for _ in jobs]
         results: list = [None] * len(jobs)
         limit = self.engine.context_length - 1
@@ -108,8 +111,10 @@ class JudgeStage:
             for r, j in enumerate(rows):
                 if results[j] is None:
                     scores[j].append(int(np.argmax(logits[r])) + 1)
-        return [res if res is not None else (judge.judgement_text(jobs[j][0], scores[j]), len(scores[j]), "stop")
-                for j, res in enumerate(results)]
+                if shape is not None:  # one forward over the prompt and the format so far, one head position
+                    flops[j] += shape.forward([len(inputs[r])], head_positions=1)
+        return [res if res is not None else (judge.judgement_text(jobs[j][0], scores[j]), len(scores[j]), "stop",
+                                             flops[j]) for j, res in enumerate(results)]
 
     def _generate(self, jobs: list[tuple[str, str, int]]) -> list[tuple[str, int, str] | Exception]:
         # Constrained: room for the format even spelled one byte per token (a random model may choose that).
@@ -117,6 +122,7 @@ class JudgeStage:
                               else len(judge.judgement_text(mode, [1] * n).encode()) + 8,
                               regex=judge.judgement_regex(mode, n) if self.method == "regex" else None)
                      for mode, _, n in jobs]
+        shape = shape_of_engine(self.config)
         if hasattr(self.engine, "submit"):
             results: list = []
             futures = []
@@ -127,7 +133,7 @@ class JudgeStage:
                     futures.append(exc)
             for future in futures:
                 try:
-                    results.append(_text(future.result()) if isinstance(future, concurrent.futures.Future) else future)
+                    results.append(_text(future.result(), shape) if isinstance(future, concurrent.futures.Future) else future)
                 except Exception as exc:
                     results.append(exc)
             return results
@@ -139,11 +145,11 @@ class JudgeStage:
             try:
                 out = self.engine.generate([jobs[j][1] for j in members], samplings[members[0]])
                 for j, generation in zip(members, out):
-                    results[j] = _text(generation)
+                    results[j] = _text(generation, shape)
             except Exception:
                 for j in members:
                     try:
-                        results[j] = _text(self.engine.generate([jobs[j][1]], samplings[j])[0])
+                        results[j] = _text(self.engine.generate([jobs[j][1]], samplings[j])[0], shape)
                     except Exception as exc:
                         results[j] = exc
         return results
@@ -162,6 +168,7 @@ class JudgeStage:
         tokens = [0] * table.num_rows
         failures: list[tuple[str, str] | None] = [None] * table.num_rows
         todo = [i for i, v in enumerate(variants) if v is not None and len(v) >= 2]
+        row_flops: list[float | None] = [None] * table.num_rows
         jobs = [(modes[i], judge.judge_prompt(modes[i], variants[i], instructions[i]), len(variants[i])) for i in todo]
         answers = (self._teacher_force if self.method == "teacher-force" else self._generate)(jobs) if jobs else []
         for i, (mode, _, n), answer in zip(todo, jobs, answers):
@@ -169,7 +176,7 @@ class JudgeStage:
                 failures[i] = engine_error(answer)
                 status[i], reasons[i] = FAILED, failures[i][0]
                 continue
-            texts[i], tokens[i], finish = answer
+            texts[i], tokens[i], finish, row_flops[i] = answer
             parsed, reason = judge.parse_judgement(mode, texts[i], n)
             if parsed is None and finish == "length":  # e.g. a prompt so long that the context ends the answer
                 reason = f"cut at the token limit ({reason})"
@@ -181,12 +188,16 @@ class JudgeStage:
             "judge_reason": pa.array(reasons, pa.string()),
             "judge_method": pa.array([self.method] * table.num_rows, pa.string()),
             "judge_tokens": pa.array(tokens, pa.int64()),
+            "judge_flops": pa.array(row_flops, pa.float64()),
         }
         for name, values in columns.items():
             table = table.append_column(name, values)
         return mark_failures(table, failures)
 
 
-def _text(generation: Generation) -> tuple[str, int, str]:
-    return generation.text, generation.tokens, generation.finish_reason
+def _text(generation: Generation, shape) -> tuple[str, int, str, float | None]:
+    """(text, tokens, finish reason, model FLOPs: a forward over prompt + answer, None where not known)."""
+    known = shape is not None and generation.prompt_tokens is not None
+    flops = shape.generation(generation.prompt_tokens, generation.tokens) if known else None
+    return generation.text, generation.tokens, generation.finish_reason, flops
 

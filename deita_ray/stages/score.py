@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from deita_ray.engines.flops import shape_of_engine
 from deita_ray.engines.base import Engine, EngineConfig, close_engine, digit_token_ids, load_tokenizer, make_engine
 from deita_ray.io.formats import turn_pairs
 from deita_ray.io.quarantine import PERMANENT, TRANSIENT, engine_error, mark_failures
@@ -115,9 +116,11 @@ class ScoreStage:
         scores, truncated, tokens, reasons = self.scorer.score_pairs(flat)
         failures = self.scorer.last_failures if flat else []
         out_scores, out_trunc, out_tokens, out_reason, out_failed = [], [], [], [], []
+        spans = []
         start = 0
         for pairs in row_pairs:
             end = start + len(pairs)
+            spans.append((start, end))
             out_scores.append([None if np.isnan(s) else float(s) for s in scores[start:end]])
             out_trunc.append(any(truncated[start:end]))
             out_tokens.append(int(sum(tokens[start:end])))
@@ -131,6 +134,9 @@ class ScoreStage:
         table = table.append_column(f"{k}_scores", pa.array(out_scores, type=pa.list_(pa.float64())))
         table = table.append_column(f"{k}_truncated", pa.array(out_trunc, type=pa.bool_()))
         table = table.append_column(f"{k}_tokens", pa.array(out_tokens, type=pa.int64()))
+        shape = shape_of_engine(self.config)  # each turn's prompt once, the digits read at its last position
+        flops = [shape.forward(tokens[a:b], head_positions=b - a) if shape else None for a, b in spans]
+        table = table.append_column(f"{k}_flops", pa.array(flops, type=pa.float64()))
         table = table.append_column(f"{k}_reason", pa.array(out_reason, type=pa.string()))
         return mark_failures(table, out_failed)
 

@@ -157,7 +157,7 @@ def format_report(report: dict) -> str:
                      f"CUDA usable: {'yes' if torch['cuda_usable'] else 'no'}"
                      + (f" ({torch['why_not']})" if torch.get("why_not") else ""))
     index = report["kept_index"]
-    lines.append(f"kept index   " + (f"{index['backend']} on the {'GPU' if index['on_gpu'] else 'CPU'}: {index['why']}"
+    lines.append("kept index   " + (f"{index['backend']} on the {'GPU' if index['on_gpu'] else 'CPU'}: {index['why']}"
                                      if "backend" in index else f"error: {index['error']}")
                  + f"  (faiss: {report['faiss']['distribution'] or 'not installed'})")
     for probe in report.get("engines", []):

@@ -79,6 +79,42 @@ def check_inputs(config: TrainConfig, log=print) -> list[str]:
     return partial
 
 
+def training_flops(config: TrainConfig, table, tokens: int) -> float:
+    """Model FLOPs of the training run (engines/flops.py): forward and backward (3 x forward) over the tokens
+    seen, the LM head at every position; DPO adds the reference model's forward (4 x). Attention from the
+    prepared rows' lengths (sum of L^2 over sum of L, per token)."""
+    from deita_ray.engines.flops import ModelShape
+
+    shape = ModelShape.of(config.model)
+    if shape is None or not tokens:
+        return 0.0
+    per_token_attention = 0.0
+    if "input_ids" in table.column_names:
+        import pyarrow.compute as pc
+
+        lengths = pc.list_value_length(table.column("input_ids"))
+        total = pc.sum(lengths).as_py() or 1
+        per_token_attention = 2.0 * shape.layers * shape.hidden * (pc.sum(pc.multiply(lengths, lengths)).as_py() / total)
+    forward = tokens * (2.0 * shape.body_params + 2.0 * shape.hidden * shape.vocab + per_token_attention)
+    return (4.0 if config.task == "dpo" else 3.0) * forward
+
+
+def training_peak(config: TrainConfig) -> dict | None:
+    """The FLOP/s limit of the workers: per GPU (or CPU core) where they run, times the GPUs (or CPUs) they hold."""
+    import ray
+
+    from deita_ray.runner.peak import device_peak
+
+    try:
+        gpus = 1 if config.use_gpu else 0
+        measure = ray.remote(device_peak).options(num_cpus=min(config.cpus_per_worker, 1), num_gpus=gpus)
+        unit = ray.get(measure.remote(gpus), timeout=120)
+        units = config.num_workers * (1 if gpus else config.cpus_per_worker)
+        return {**unit, "units": units, "total": unit["flops"] * units}
+    except Exception as exc:  # a report, never a reason to fail a finished training
+        return {"error": f"{type(exc).__name__}: {exc}"[:200]}
+
+
 def check_resources(config: TrainConfig, option: str = "") -> None:
     """The workers against the cluster: ResourceError in one line when they cannot all be placed."""
     from deita_ray.runner.session import check_workers
@@ -151,7 +187,11 @@ def _train(config: TrainConfig, output: str, started: float, partial: list[str],
         metrics = json.load(f)
     seconds = time.time() - started
     runtime = metrics.get("train_runtime") or seconds
+    flops = training_flops(config, table, metrics.get("num_input_tokens_seen") or 0)
+    peak = training_peak(config) if flops else None
     summary = {
+        "model_flops": flops or None, "model_flops_per_s": round(flops / runtime) if flops else None, "peak": peak,
+        "peak_fraction": round(flops / runtime / peak["total"], 4) if flops and peak and peak.get("total") else None,
         "task": config.task, "rows": stats, "global_step": metrics.get("global_step"), "epoch": metrics.get("epoch"),
         "resumed_from_step": metrics.get("resumed_from_step"), "train_loss": metrics.get("train_loss"),
         "losses": metrics.get("losses"), "num_input_tokens_seen": metrics.get("num_input_tokens_seen"),
