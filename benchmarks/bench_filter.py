@@ -6,7 +6,7 @@
 Side by side in one run, JSON to benchmarks/results/bench_filter.json:
 1. reference: the naive loop (one candidate at a time, the whole kept set stacked again every step, a float32
    matrix-vector product) against deita_ray's block-resolved filter: identical kept ids, time, ratio.
-2. job: `select` itself (select_job.select_pool: candidates sorted, vectors gathered from the on-disk store,
+2. job: `select` itself (steps/select.run_select: candidates sorted, vectors gathered from the on-disk store,
    the filter, outputs written) on an embedded pool of 24K x 4096 (float16 on disk), budget 8K, with the
    default backend and each backend by name, on one thread and on all: the machine's float32 GEMM rate
    measured the same way, the fraction of it reached (the filter's GEMM work, index search plus the in-block
@@ -137,7 +137,7 @@ def write_store(path: Path, n: int, dim: int, seed: int = 1) -> None:
 
     from deita_ray.io import fs
     from deita_ray.io.embedding_store import write_vector_shard
-    from deita_ray.runner.map_job import write_part_atomic
+    from deita_ray.runner.execute import write_part_atomic
 
     pool = SyntheticPool(n, dim, seed=seed)
     pool._grow(n)
@@ -169,7 +169,7 @@ def select_case(store: Path, backend: str, threads: int, budget: int) -> dict:
     import importlib
 
     from deita_ray.select import kept_index
-    from deita_ray.select_job import SelectJobConfig, select_pool
+    from deita_ray.steps.select import SelectConfig, run_select
 
     repr_filter = importlib.import_module("deita_ray.select.repr_filter")  # the package exports a function so named
 
@@ -198,9 +198,9 @@ def select_case(store: Path, backend: str, threads: int, budget: int) -> dict:
         with threadpool_limits(limits=threads):
             peak = gemm_peak()
             started = time.perf_counter()
-            summary = select_pool(SelectJobConfig(scored=str(store / "scored"), embeddings=str(store / "embeddings"),
-                                                  output=str(out), budget=budget, threshold=TAU, index="local",
-                                                  backend=backend, sort_on="driver"))
+            summary = run_select(SelectConfig(scored=str(store / "scored"), embeddings=str(store / "embeddings"),
+                                              output=str(out), budget=budget, threshold=TAU, index="local",
+                                              backend=backend, sort_on="driver"))
             seconds = time.perf_counter() - started
     finally:
         kept_index.KeptIndex.query, repr_filter.lower_gram = real_query, real_gram

@@ -90,8 +90,8 @@ def run_engine(engine_name: str, model: str, rows: list[dict], args, root: Path)
 
     from deita_ray.engines.base import close_engine, make_engine
     from deita_ray.engines.config import LLMConfig, Sampling
-    from deita_ray.evolve_job import EvolveSection, evolve_spec
     from deita_ray.runner.map_job import run_job
+    from deita_ray.steps.evolve import EvolveConfig, evolve_spec
 
     prompts, seeds = requests(rows, args.seed)
     sampling = Sampling(temperature=1.0, max_new_tokens=args.max_new_tokens)
@@ -121,10 +121,11 @@ def run_engine(engine_name: str, model: str, rows: list[dict], args, root: Path)
     pq.write_table(pa.Table.from_pylist(rows), seeds_file)
     times = root / f"times-{engine_name}.txt"
     times.unlink(missing_ok=True)
-    section = EvolveSection(model=model, engine=engine_name, rounds=1, max_new_tokens=args.max_new_tokens,
-                            temperature=1.0, seed=args.seed, batch_rows=args.batch_rows, max_length=1024,
-                            cpus_per_replica=float(os.cpu_count()), **extra)  # Ray sets the actor's torch threads from it
-    job = section.job([str(seeds_file)], str(root / f"evolve-{engine_name}"), overwrite=True)
+    # The same sampling as (a) and (b), and no retried rounds, so that the three generate the same tokens.
+    job = EvolveConfig(model=model, engine=engine_name, rounds=1, max_new_tokens=args.max_new_tokens, temperature=1.0,
+                       top_p=1.0, retries=0, seed=args.seed, batch_rows=args.batch_rows, max_length=1024,
+                       cpus_per_replica=float(os.cpu_count()),  # Ray sets the actor's torch threads from it
+                       inputs=[str(seeds_file)], output=str(root / f"evolve-{engine_name}"), overwrite=True, **extra)
     spec = evolve_spec(job)
     spec.actors[0].factory = timed_stage_class(times)
     started = time.time()
@@ -152,8 +153,12 @@ def main(argv=None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-rows", type=int, default=128, help="rows per Ray Data batch in (c)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="the tiny shape, 16 prompts, 8 new tokens: every path, "
+                                                           "in seconds (CI)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_generate.json"))
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.shapes, args.prompts, args.one_at_a_time, args.max_new_tokens, args.batch_rows = ["tiny"], 16, 4, 8, 8
     engines = [e for e in args.engines if e != "vllm" or _has_vllm()]
 
     import ray

@@ -196,7 +196,7 @@ def part_score(device, opts: dict, peak: dict, root: Path) -> dict:
 
 
 def score_case(name: str, pairs: list, device, opts: dict, peak: dict, root: Path) -> dict:
-    from deita_ray.engines.base import EngineConfig
+    from deita_ray.engines.config import LLMConfig
     from deita_ray.prompts import quality_prompt
     from deita_ray.reference import ReferenceScorer
     from deita_ray.stages.score import TurnScorer
@@ -204,7 +204,7 @@ def score_case(name: str, pairs: list, device, opts: dict, peak: dict, root: Pat
     shape = LLAMA_SHAPES[name]
     path = build_random_llama(root / name, shape, device)
     batch = opts["batch_size"]
-    config = EngineConfig(model=str(path), engine="hf", dtype=engine_dtype(device), device=device.type,
+    config = LLMConfig(model=str(path), engine="hf", dtype=engine_dtype(device), device=device.type,
                           batch_size=batch, max_length=opts["max_length"])
     scorer = TurnScorer("quality", config)
     ids, _ = scorer.build_prompts(pairs)
@@ -265,13 +265,13 @@ def shared_prefix(sequences: list[list[int]]) -> int:
 
 
 def part_embed(device, opts: dict, peak: dict, root: Path) -> dict:
-    from deita_ray.engines.config import EmbedderConfig
+    from deita_ray.engines.config import LLMConfig
     from deita_ray.stages.embed import EmbedStage
 
     name = opts["embed_shape"]
     shape = LLAMA_SHAPES[name]
     path = build_random_llama(root / name, shape, device)
-    config = EmbedderConfig(model=str(path), engine="hf", dtype=engine_dtype(device), device=device.type,
+    config = LLMConfig(model=str(path), engine="hf", dtype=engine_dtype(device), device=device.type,
                             batch_size=opts["batch_size"], max_length=2048, pooling="last")
     stage = EmbedStage(config, out_dtype="float32")
     stage.setup()

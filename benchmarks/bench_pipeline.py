@@ -53,8 +53,8 @@ def peak_rss_mb() -> float:
 def one_case(size: int, fake: bool, work: str) -> dict:
     import ray
 
-    from deita_ray.config import load_config
-    from deita_ray.pipeline import run_pipeline
+    from deita_ray.recipe.config import load_config
+    from deita_ray.recipe.pipeline import run_pipeline
     from deita_ray.tools.tiny_models import make_tiny_models
 
     models = make_tiny_models(os.path.join(work, "models"))
@@ -81,30 +81,27 @@ def one_case(size: int, fake: bool, work: str) -> dict:
               "driver_rss_growth_during_run_mb": round(peak_rss_mb() - rss_before, 1),
               "driver_peak_rss_mb_by_stage_start": peaks}
     if not fake:  # the same stages alone, one after the other, on the same data
-        from deita_ray.embed_job import EmbedJobConfig, embed_pool
-        from deita_ray.engines.base import EngineConfig
-        from deita_ray.engines.config import EmbedderConfig
-        from deita_ray.score_job import ScoreJobConfig, score_pool
-        from deita_ray.select_job import SelectJobConfig, select_pool
+        from deita_ray.steps import STEPS
 
         alone = os.path.join(work, f"alone-{size}")
         cfg = _config(pool, alone, models, fake)
         t0 = time.perf_counter()
-        score_pool(ScoreJobConfig(inputs=[pool], output=alone, complexity=EngineConfig(model=cfg["score"]["complexity_model"]),
-                                  quality=EngineConfig(model=cfg["score"]["quality_model"]), cpus_per_replica=0.5,
-                                  batch_rows=512, overwrite=True))
-        embed_pool(EmbedJobConfig(inputs=[os.path.join(alone, "scored")], output=alone, replicas=2, batch_rows=512,
-                                  embedder=EmbedderConfig(model=cfg["embed"]["model"], engine="hf"), overwrite=True))
-        select_pool(SelectJobConfig(scored=os.path.join(alone, "scored"), embeddings=os.path.join(alone, "embeddings"),
-                                    output=os.path.join(alone, "selection"), budget=1000, overwrite=True))
+        for name, options in (
+                ("score", dict(inputs=[pool], output=alone, complexity_model=cfg["score"]["complexity_model"],
+                               quality_model=cfg["score"]["quality_model"], cpus_per_replica=0.5, batch_rows=512)),
+                ("embed", dict(inputs=[os.path.join(alone, "scored")], output=alone, replicas=2, batch_rows=512,
+                               model=cfg["embed"]["model"], engine="hf")),
+                ("select", dict(run_dir=alone, budget=1000))):
+            STEPS[name].execute(STEPS[name].config(**options, overwrite=True))
         alone_s = time.perf_counter() - t0
         result.update({"stages_alone_seconds": round(alone_s, 2), "pipeline_over_stages_alone": round(pipeline_s / alone_s, 3)})
     ray.shutdown()
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="one 300-row tiny-model run and one 300-row fake run (CI)")
     parser.add_argument("--sizes", nargs="*", type=int, default=[10_000], help="pool sizes for the tiny-model runs")
     parser.add_argument("--memory-sizes", nargs="*", type=int, default=[10_000, 100_000, 1_000_000],
                         help="pool sizes for the fake-engine read -> select memory check")
@@ -113,7 +110,9 @@ def main() -> None:
                         help="where the selection sorts its candidates (auto: Ray Data from 100K rows)")
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "FAKE"), help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_pipeline.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.memory_sizes = [300], [300]
     work = args.work or tempfile.mkdtemp(prefix="bench-pipeline-")
     if not args.one:
         os.environ["BENCH_SORT_ON"] = args.sort_on  # the case subprocesses inherit it
@@ -143,8 +142,9 @@ def main() -> None:
         if "pipeline_over_stages_alone" in r:
             line += f"; pipeline / stages alone = {r['pipeline_over_stages_alone']}"
         print(line, flush=True)
-    report = {"benchmark": "bench_pipeline", "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "results": results}
+    report = {"benchmark": "bench_pipeline", "when": time.strftime("%Y-%m-%d %H:%M:%S"), "smoke": args.smoke,
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
+              "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

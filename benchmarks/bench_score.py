@@ -2,6 +2,7 @@
 
     python benchmarks/bench_score.py                      # tiny + small model shapes, hf and (if installed) vllm
     python benchmarks/bench_score.py --samples 300 --shapes small --engines hf
+    python benchmarks/bench_score.py --smoke          # tiny shape, 20 samples, every engine installed (CI)
 
 For each engine and model shape, the same quality prompts (every turn of the first N samples of
 the project's pool) are scored twice in one run: one prompt at a time through `generate` with
@@ -62,18 +63,18 @@ def reference_vllm(engine, tokenizer, digit_ids, prompts: list[str]) -> np.ndarr
     params = SamplingParams(max_tokens=2, temperature=0.0, logprob_token_ids=digit_ids)
     rows = []
     for p in prompts:
-        out = engine.llm.generate([p], params, use_tqdm=False)[0]
+        out = engine.llm("generate").generate([p], params, use_tqdm=False)[0]
         first = out.outputs[0].logprobs[0]
         rows.append([first[t].logprob for t in digit_ids])
     return expected_scores(np.array(rows))[0]
 
 
 def run_case(engine_name: str, model: str, pairs, batch_size: int) -> dict:
-    from deita_ray.engines.base import EngineConfig
+    from deita_ray.engines.config import LLMConfig
     from deita_ray.prompts import quality_prompt
     from deita_ray.stages.score import TurnScorer
 
-    config = EngineConfig(model=model, engine=engine_name, batch_size=batch_size, enforce_eager=True, max_length=1024)
+    config = LLMConfig(model=model, engine=engine_name, batch_size=batch_size, enforce_eager=True, max_length=1024)
     scorer = TurnScorer("quality", config)
     prompts = [quality_prompt(q, a) for q, a in pairs]
     tokens = sum(len(scorer.tokenizer.encode(p)) for p in prompts)
@@ -108,15 +109,18 @@ def run_case(engine_name: str, model: str, pairs, batch_size: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="the tiny shape on 20 samples: every code path, seconds")
     parser.add_argument("--samples", type=int, default=200, help="pool samples whose turns are scored (default 200)")
     parser.add_argument("--shapes", nargs="+", default=["tiny", "small"], choices=list(SHAPES))
     parser.add_argument("--engines", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--models-dir", default=None, help="where to build the random models (default: a temp dir)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_score.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.shapes, args.samples = ["tiny"], 20
 
     import torch
 
@@ -143,7 +147,7 @@ def main() -> None:
         "benchmark": "bench_score", "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
-        "samples": args.samples, "batch_size": args.batch_size, "results": results,
+        "samples": args.samples, "batch_size": args.batch_size, "smoke": args.smoke, "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

@@ -57,8 +57,9 @@ def run_case(model: str, data: str, out: Path, backend: str, args) -> dict:
             "rows_used": summary["rows"]["rows_used"]}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="the tiny shape, 16 rows, DDP and ZeRO-2: every path (CI)")
     parser.add_argument("--shapes", nargs="+", default=["tiny", "small"], choices=list(SHAPES))
     parser.add_argument("--backends", nargs="+", default=BACKENDS, choices=BACKENDS)
     parser.add_argument("--samples", type=int, default=256, help="training rows (default 256)")
@@ -69,7 +70,9 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
     parser.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_train.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.shapes, args.samples, args.backends, args.max_length = ["tiny"], 16, ["none", "zero2"], 256
 
     import ray
     import torch

@@ -1,13 +1,15 @@
 """The `deita-ray` command line: `deita-ray --help`, `deita-ray score --help`, ...
 
-Subcommands stay thin: they build a typed config and call the Python API underneath.
+One subcommand per step of the registry (steps/), built from its config class: every field a flag with its help,
+range and default; the command builds the typed config, checks the models it loads (one line each), runs the step
+and prints its summary. `run` and `quickstart` run the recipe; the tools (make-models, make-pool, doctor, report)
+have their own few flags.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
+import json
 import sys
 
 MAIN_HELP = """\
@@ -17,210 +19,77 @@ deita-ray picks the best instruction-tuning samples out of a large pool, the Dei
 Typical session on a laptop (local Ray, CPU, tiny models, nothing downloaded):
   deita-ray run quickstart                     # models + pool, then score, embed, select, report
 or step by step:
-  deita-ray make-models models/                # tiny scorer/embedder models, built offline
+  deita-ray make-models models/                # tiny scorer/embedder/generator models, built offline
   deita-ray make-pool pool/                    # a 3,000-sample pool in three formats
   deita-ray score pool/ -o out/ \\
       --complexity-model models/scorer-complexity --quality-model models/scorer-quality
-  deita-ray embed out/scored -o out/                   # all-MiniLM-L6-v2 by default (offline)
+  deita-ray embed out/scored -o out/                    # all-MiniLM-L6-v2 by default (offline)
   deita-ray select out/ --budget 1000 --threshold 0.9   # -> out/selection/selected.jsonl
-  deita-ray train sft out/selection/selected.jsonl --model models/scorer-quality -o runs/sft
+  deita-ray report out/                                 # -> out/report/index.html
+  deita-ray train sft out/selection/selected.jsonl --model models/scorer-quality -o runs/sft --max-steps 4
 
-On a GPU cluster, with real Deita scorers and vLLM:
-  ray job submit --working-dir . -- python -m deita_ray.cli score s3://bucket/pool/ -o s3://bucket/out/ \\
-      --complexity-model hkust-nlp/deita-complexity-scorer --quality-model hkust-nlp/deita-quality-scorer \\
-      --engine vllm --dtype bfloat16 --replicas 8 --gpus-per-replica 1
+On a GPU cluster (Ray >= 2.60 clusters use token authentication), with real Deita scorers and vLLM:
+  RAY_AUTH_MODE=token ray job submit --address http://HEAD:8265 --working-dir . -- \\
+      python -m deita_ray.cli run deita-6k --set inputs=[s3://bucket/pool/] --set output=s3://bucket/runs/6k
+Every command takes --help; every option of a run config is a flag of its step's command.
 """
 
 
-def _add_job_arguments(p: argparse.ArgumentParser, what: str) -> None:
-    """What a stage command adds to its section's flags: where it runs and what it may overwrite."""
-    from deita_ray.configlib import add_flags
-    from deita_ray.runner.options import ReadOptions
+def add_step_command(sub, step) -> None:
+    """The subcommand of one step, generated from its StepType and config class."""
+    from deita_ray.configlib import add_flags, field_info
 
-    add_flags(p, ReadOptions, title="data")
+    fields = step.config.__pydantic_fields__
+    p = sub.add_parser(step.words[-1], help=step.help, description=step.description, epilog=step.epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(step.positional, nargs=step.positional_nargs, help=step.positional_help,
+                   **({"default": argparse.SUPPRESS} if step.positional_nargs in ("?", "*") else {}))
+    if "output" in fields:
+        p.add_argument("-o", "--output", required=step.output_required, default=argparse.SUPPRESS,
+                       help=step.output_help)
+    add_flags(p, step.config, skip=step.skip, required=step.required, title=f"{step.name} options",
+              defaults=step.shown_defaults)
     r = p.add_argument_group("run")
-    r.add_argument("--overwrite", action="store_true", help=f"replace existing {what}")
-    r.add_argument("--resume", action="store_true", help="continue an interrupted run: keep what it finished, do the "
-                                                         "rest (rows the engine failed on transiently are retried)")
+    for name in ("overwrite", "resume"):
+        info = field_info(step.config, name) if name in fields else None
+        if info is not None and not info["flag"] and info["default"] is False:  # a switch that turns it on
+            r.add_argument(f"--{name}", action="store_true", default=argparse.SUPPRESS,
+                           help=info["help"])
     r.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
-    r.add_argument("--local", action="store_true", help="run in this process without Ray (small pools, debugging)")
+    if step.is_map:
+        r.add_argument("--local", action="store_true", help="run in this process without Ray (small pools, debugging)")
+    r.add_argument("--dry-run", action="store_true", help="print the resolved configuration as JSON and exit")
+    if step.arguments is not None:
+        step.arguments(p)
+    p.set_defaults(func=lambda args: run_step(step, args))
 
 
-def _add_score_arguments(p: argparse.ArgumentParser) -> None:
-    from deita_ray.configlib import add_flags
-    from deita_ray.score_job import ScoreSection
+def run_step(step, args) -> int:
+    from deita_ray.configlib import build, given
+    from deita_ray.preflight import check_model
+    from deita_ray.steps.base import snapshot
 
-    p.add_argument("inputs", nargs="+", help="pool files, directories or globs (.jsonl/.json/.parquet, optionally "
-                                             ".gz/.zst/.bz2; local, s3://, gs://, ...)")
-    p.add_argument("-o", "--output", required=True, help="output directory: scored/, quarantine/, score_summary.json")
-    add_flags(p, ScoreSection, required=("complexity_model", "quality_model"), title="scoring (the score: section)")
-    _add_job_arguments(p, "scores")
-
-
-def _add_embed_arguments(p: argparse.ArgumentParser) -> None:
-    from deita_ray.configlib import add_flags
-    from deita_ray.embed_job import EmbedSection
-
-    p.add_argument("inputs", nargs="+", help="pool files/directories (e.g. OUT/scored from `deita-ray score`, which keeps ids)")
-    p.add_argument("-o", "--output", required=True, help="run directory: embeddings/, embed_quarantine/, embed_summary.json")
-    add_flags(p, EmbedSection, title="embedding (the embed: section)")
-    _add_job_arguments(p, "embeddings")
-
-
-def _add_evolve_arguments(p: argparse.ArgumentParser) -> None:
-    from deita_ray.configlib import add_flags
-    from deita_ray.evolve_job import EvolveSection
-
-    p.add_argument("inputs", nargs="+", help="seed files, directories or globs: ShareGPT, Alpaca, Self-Instruct seed "
-                                             "tasks or messages (.jsonl/.json/.parquet; local, s3://, ...)")
-    p.add_argument("-o", "--output", required=True, help="output directory: evolved/, evolve_quarantine/, "
-                                                         "evolve_summary.json")
-    add_flags(p, EvolveSection, required=("model",), title="evolution")
-    _add_job_arguments(p, "evolved chains")
-
-
-def _add_judge_arguments(p: argparse.ArgumentParser) -> None:
-    from deita_ray.configlib import add_flags
-    from deita_ray.judge_job import JudgeSection
-
-    p.add_argument("inputs", nargs="+", help="evolved chains: OUT/evolved from `deita-ray evolve` (Parquet parts)")
-    p.add_argument("-o", "--output", required=True, help="output directory: judged/, judge_invalid/, "
-                                                         "judge_quarantine/, judge_summary.json")
-    add_flags(p, JudgeSection, required=("model",), title="judging")
-    _add_job_arguments(p, "judgements")
-
-
-def _finish(summary: dict) -> int:
-    """Print a map stage's summary; exit 1 (with one line) when its work as a whole failed."""
-    from deita_ray.runner.map_job import format_summary, outcome_error
-
-    print(format_summary(summary))
-    problem = outcome_error(summary)
+    values = given(args, step.config)
+    config = step.from_args(args, values) if step.from_args is not None else build(step.config, values)
+    if args.dry_run:
+        print(json.dumps(step.describe(config) if step.describe is not None else snapshot(config), indent=2))
+        return 0
+    for key, model, engine in config.models() if hasattr(config, "models") else []:
+        if engine != "http":  # a served model's name is the server's business
+            check_model(f"--{key.replace('_', '-')}", model)
+    summary = step.execute(config, mode="local" if getattr(args, "local", False) else "ray", address=args.address)
+    print(step.formatted(summary))
+    problem = step.failure(summary)
     if problem:
         print(f"deita-ray: error: {problem}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _run_generation(args, section_cls, local, pool) -> int:
-    """evolve and judge: build the section from the flags, check the model (not for an HTTP server), run."""
-    from deita_ray.configlib import build, given
-    from deita_ray.preflight import check_model
-
-    section = build(section_cls, given(args, section_cls))
-    if section.engine != "http":
-        check_model("--model", section.model)
-    config = section.job(args.inputs, args.output, overwrite=args.overwrite, resume=args.resume, **_read_options(args))
-    return _finish(local(config) if args.local else pool(config, ray_address=args.address))
-
-
-def cmd_evolve(args) -> int:
-    from deita_ray.evolve_job import EvolveSection, evolve_local, evolve_pool
-
-    return _run_generation(args, EvolveSection, evolve_local, evolve_pool)
-
-
-def cmd_judge(args) -> int:
-    from deita_ray.judge_job import JudgeSection, judge_local, judge_pool
-
-    return _run_generation(args, JudgeSection, judge_local, judge_pool)
-
-
-def cmd_labels(args) -> int:
-    from deita_ray.labels_job import export_labels, format_summary
-
-    summary = export_labels(args.inputs, args.output or args.inputs[0], overwrite=args.overwrite,
-                            report=not args.no_report, allow_partial=args.allow_partial)
-    print(format_summary(summary))
-    problem = None if summary["reconciled"] else "labels: the counts do not reconcile"
-    if summary["labels_out"] == 0:
-        problem = f"labels: not one label from {summary['chains_in']:,} chains (no valid judgement)"
-    if problem:
-        print(f"deita-ray: error: {problem}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _add_select_arguments(p: argparse.ArgumentParser) -> None:
-    from deita_ray.configlib import add_flags
-    from deita_ray.select_job import SelectOptions
-
-    p.add_argument("run_dir", nargs="?", default=".", help="run directory holding scored/ and embeddings/ (default .)")
-    p.add_argument("--scored", help="scored Parquet directory (default RUN_DIR/scored)")
-    p.add_argument("--embeddings", help="embeddings directory (default RUN_DIR/embeddings)")
-    p.add_argument("-o", "--output", help="output directory (default RUN_DIR/selection)")
-    add_flags(p, SelectOptions, title="selection (the select: section)")
-    p.add_argument("--local", action="store_true", help="= --index local: keep the index in this process")
-    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing selection (only the files a "
-                                                            "selection writes are removed)")
-    p.add_argument("--allow-partial", action="store_true", help="select from scores or embeddings whose step did not "
-                                                                "finish (recorded in the summary)")
-
-
-def _read_options(args) -> dict:
-    from deita_ray.configlib import given
-    from deita_ray.runner.options import ReadOptions
-
-    return given(args, ReadOptions)
-
-
-def cmd_score(args) -> int:
-    from deita_ray.configlib import build, given
-    from deita_ray.preflight import check_model
-    from deita_ray.score_job import ScoreSection, score_local, score_pool
-
-    section = build(ScoreSection, given(args, ScoreSection))
-    check_model("--complexity-model", section.complexity_model)
-    check_model("--quality-model", section.quality_model)
-    config = section.job(args.inputs, args.output, overwrite=args.overwrite, resume=args.resume, **_read_options(args))
-    return _finish(score_local(config) if args.local else score_pool(config, ray_address=args.address))
-
-
-def cmd_embed(args) -> int:
-    from deita_ray.configlib import build, given
-    from deita_ray.embed_job import EmbedSection, embed_local, embed_pool
-    from deita_ray.preflight import check_model
-
-    section = build(EmbedSection, given(args, EmbedSection))
-    check_model("--model", section.model)
-    config = section.job(args.inputs, args.output, overwrite=args.overwrite, resume=args.resume, **_read_options(args))
-    return _finish(embed_local(config) if args.local else embed_pool(config, ray_address=args.address))
-
-
-def cmd_select(args) -> int:
-    from deita_ray.configlib import given
-    from deita_ray.runner.lock import hold_output
-    from deita_ray.select_job import SelectJobConfig, SelectOptions, check_inputs, format_summary, select_pool
-
-    run = args.run_dir
-    options = given(args, SelectOptions)
-    if args.local:
-        options["index"] = "local"
-    strategy = options.get("strategy", "diverse")
-    config = SelectJobConfig(
-        scored=args.scored or os.path.join(run, "scored"), output=args.output or os.path.join(run, "selection"),
-        embeddings=args.embeddings or (os.path.join(run, "embeddings") if strategy == "diverse" else None),
-        overwrite=args.overwrite, allow_partial=args.allow_partial, **options)
-    check_inputs(config)  # before Ray starts; select_pool checks again under the lock
-    if config.index == "actor":
-        from deita_ray.runner.session import ensure_ray
-
-        ensure_ray(args.address)
-    # The run directory its inputs come from is held too: a `run` must not rewrite them meanwhile.
-    reads_run_dir = not (args.scored and (args.embeddings or strategy != "diverse"))
-    with hold_output(run) if reads_run_dir else contextlib.nullcontext():
-        summary = select_pool(config)
-    print(format_summary(summary))
-    if summary["selected"] == 0:
-        print(f"deita-ray: error: select: nothing selected from {summary['candidates']:,} candidates", file=sys.stderr)
         return 1
     return 0
 
 
 def cmd_run(args) -> int:
-    from deita_ray.config import load_config
-    from deita_ray.pipeline import format_run, run_pipeline
+    from deita_ray.recipe.config import load_config
+    from deita_ray.recipe.pipeline import run_pipeline
+    from deita_ray.recipe.table import format_run
 
     overrides = list(args.set or [])
     if args.output:
@@ -228,6 +97,11 @@ def cmd_run(args) -> int:
     if args.overwrite:
         overrides.append("overwrite=true")
     config = load_config(args.config, overrides)
+    if args.dry_run:
+        from deita_ray.steps.base import snapshot
+
+        print(json.dumps(snapshot(config), indent=2))
+        return 0
     run = run_pipeline(config)
     print(format_run(run))
     return 0 if all(s.get("reconciled", True) for s in run["stages"].values()) else 1
@@ -237,31 +111,42 @@ def cmd_quickstart(args) -> int:
     args.config = "quickstart"
     args.set = [f"select.budget={args.budget}", f"sample_pool.samples={args.samples}"]
     if args.workdir:
-        args.set += [f"output={args.workdir}/out", f"models_dir={args.workdir}/models", f"sample_pool.dir={args.workdir}/pool"]
+        args.set += [f"output={args.workdir}/out", f"models_dir={args.workdir}/models",
+                     f"sample_pool.dir={args.workdir}/pool"]
     if args.engine:
         args.set.append(f"score.engine={args.engine}")
-    args.output, args.overwrite = None, False
+    args.output, args.overwrite, args.dry_run = None, False, False
     return cmd_run(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from deita_ray.tools import sample_pool, tiny_models
+def cmd_report(args) -> int:
+    from deita_ray.report.selection import write_report
 
-    parser = argparse.ArgumentParser(prog="deita-ray", description=MAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    print(f"report: {write_report(args.output)}")
+    return 0
 
-    p = sub.add_parser("run", help="the whole job from a YAML config: score, embed, select, report",
-                       description="Run pool -> scores -> embeddings -> selection -> report as one Ray job. CONFIG is "
-                                   "a YAML file or a shipped name (quickstart, deita-6k, deita-10k). Rerunning "
-                                   "continues at the first unfinished stage.",
+
+def add_recipe_commands(sub) -> None:
+    from deita_ray.recipe.config import shipped_configs
+
+    shipped = shipped_configs()
+    p = sub.add_parser("run", help="the whole job from a YAML config: score, embed, select, report (and generation, "
+                                   "training)",
+                       description="Run a config's steps as one Ray job, in order: the generation half when it has a "
+                                   "generation: section (per mode: evolve, judge, labels, train the scorer), then "
+                                   "score, embed, select, SFT and DPO when it has sft: / dpo: sections, then the "
+                                   "report. CONFIG is a YAML file or a shipped config: " + ", ".join(
+                                       f"{name} ({what})" for name, what in shipped.items()) + ". Rerunning skips "
+                                   "finished steps and resumes an interrupted one.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  deita-ray run quickstart\n"
+                       epilog="examples:\n  deita-ray run quickstart\n"
                               "  deita-ray run my.yaml --set select.budget=10000 --set score.replicas=4")
-    p.add_argument("config", help="YAML config file, or quickstart / deita-6k / deita-10k")
+    p.add_argument("config", help="YAML config file, or a shipped name: " + ", ".join(shipped))
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set select.budget=500 (repeatable)")
     p.add_argument("-o", "--output", help="shortcut for --set output=DIR")
-    p.add_argument("--overwrite", action="store_true", help="redo every stage even if a finished one is there")
+    p.add_argument("--overwrite", action="store_true", help="redo every step even if a finished one is there")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved configuration as JSON and exit")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("quickstart", help="= run quickstart: tiny models and a sample pool, then score, embed, select",
@@ -272,97 +157,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=1000, help="samples to select (default 1000)")
     p.set_defaults(func=cmd_quickstart)
 
-    p = sub.add_parser("score", help="score every turn of every sample for Deita complexity and quality",
-                       description="Score a pool with Deita's complexity and quality scorers on Ray Data actors. "
-                                   "Each (human, assistant) turn is scored alone with the exact Deita prompts; "
-                                   "evol_score aggregates complexity x quality over turns. Bad rows go to quarantine "
-                                   "with their reason; counts are reconciled at the end.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_score_arguments(p)
-    p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("embed", help="embed every sample (Vicuna-rendered conversation -> L2-normalised vector)",
-                       description="Embed a pool on Ray Data actors: transformers or vLLM with last-token (Deita) or mean "
-                                   "pooling, or a sentence-transformers model. Vectors go to float16 .npy shards keyed "
-                                   "by sample id; bad rows to quarantine.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_embed_arguments(p)
-    p.set_defaults(func=cmd_embed)
+def cmd_export_embeddings(args) -> int:
+    from deita_ray.io import fs
+    from deita_ray.io.embedding_store import EmbeddingStore
 
-    p = sub.add_parser("select", help="select the final set: Deita's Repr Filter on a FAISS actor, or a baseline",
-                       description="Walk the pool by evol score (descending; ties by id) and keep a sample unless its "
-                                   "cosine similarity to the nearest already-kept sample is > tau, until the budget is "
-                                   "full. Exact for any block size. Writes selected.parquet, selected.jsonl (ShareGPT) "
-                                   "and rejections.parquet.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_select_arguments(p)
-    p.set_defaults(func=cmd_select)
+    inside = args.output.rstrip("/").startswith(args.embeddings.rstrip("/") + "/")
+    if inside:
+        raise ValueError(f"{args.output} is inside {args.embeddings}: write the Parquet file elsewhere")
+    if fs.exists(args.output) and not args.overwrite:
+        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
+    rows = EmbeddingStore(args.embeddings).to_parquet(args.output)
+    print(f"{rows:,} vectors -> {args.output} (columns id, embedding)")
+    return 0
 
-    p = sub.add_parser("evolve", help="Evol Complexity / Evol Quality: rewrite each seed for M rounds (chains of variants)",
-                       description="Evolve seeds the Deita way: every round rewrites the previous variant with one "
-                                   "in-depth operation drawn from (seed id, round), for M rounds (chains of M+1 "
-                                   "variants, as the paper). A rewrite that is not a usable text (empty, cut at the "
-                                   "token limit, unchanged, copying the prompt's markers) is retried with a new seed "
-                                   "(--retries) before its chain ends; every failed attempt is kept with its reason. "
-                                   "One row per seed with its chain. complexity rewrites instructions, quality "
-                                   "rewrites the seed response to the seed instruction.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="examples:\n"
-                              "  deita-ray make-models models/\n"
-                              "  deita-ray evolve seeds.jsonl -o out/ --model models/generator --max-new-tokens 64\n"
-                              "  deita-ray evolve s3://b/seeds/ -o s3://b/evol/ --model Qwen/Qwen2.5-7B-Instruct "
-                              "--engine vllm --dtype bfloat16 --replicas 8 --gpus-per-replica 1\n"
-                              "  OPENAI_API_KEY=... deita-ray evolve seeds.jsonl -o out/ --engine http "
-                              "--api-base https://api.openai.com/v1 --model gpt-4o-mini --mode quality")
-    _add_evolve_arguments(p)
-    p.set_defaults(func=cmd_evolve)
 
-    p = sub.add_parser("judge", help="rank and score every chain's variants jointly (1..6), temperature 0",
-                       description="Judge evolved chains: all variants of a chain in one prompt (the paper's joint "
-                                   "rank-and-score), at temperature 0. A judgement is valid only with exactly one "
-                                   "integer 1..6 per variant, matched by index; invalid ones keep their text and "
-                                   "reason in judge_invalid/ and give no labels.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="examples:\n  deita-ray judge out/evolved -o out/ --model models/scorer-complexity\n"
-                              "  deita-ray judge out/evolved -o out/ --model M --engine vllm   # regex-constrained")
-    _add_judge_arguments(p)
-    p.set_defaults(func=cmd_judge)
-
-    p = sub.add_parser("labels", help="scorer training rows from judged chains (+ the evolution/judging report)",
-                       description="One row per valid (variant, score) in the format `deita-ray train scorer` reads, "
-                                   "with lineage ids <seed id>/r<round>; and report/generation.html.",
-                       epilog="example:\n  deita-ray labels out/ && deita-ray train scorer out/labels/complexity.jsonl "
-                              "--kind complexity --model models/scorer-complexity -o runs/scorer",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", help="run directories holding judged/ (or judged/ directories)")
-    p.add_argument("-o", "--output", help="where labels/ and the report go (default: the first input)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing labels")
-    p.add_argument("--no-report", action="store_true", help="skip report/generation.html")
-    p.add_argument("--allow-partial", action="store_true", help="read judged chains whose judge run did not finish "
-                                                                "(recorded in the summary)")
-    p.set_defaults(func=cmd_labels)
-
-    from deita_ray.train.cli import add_train_parser
-
-    add_train_parser(sub)
+def add_tool_commands(sub) -> None:
+    from deita_ray.tools import doctor, sample_pool, tiny_models
 
     p = sub.add_parser("make-models", help="build tiny offline scorer and embedder models (for local runs and tests)",
                        description=tiny_models.__doc__.split("\n\n")[0])
     tiny_models.add_arguments(p)
     p.set_defaults(func=tiny_models.run)
-
-    from deita_ray.tools import doctor
-
-    p = sub.add_parser("doctor", help="what this node has (GPUs, driver, CUDA, versions) and whether deita_ray can use it",
-                       description=doctor.__doc__.split("\n\n")[0], epilog=doctor.__doc__.split("\n\n")[1],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    doctor.add_arguments(p)
-    p.set_defaults(func=doctor.run)
-
     p = sub.add_parser("make-pool", help="write the project's sample pool (ShareGPT, Alpaca, messages; some malformed)",
                        description=sample_pool.__doc__.split("\n\n")[0])
     sample_pool.add_arguments(p)
     p.set_defaults(func=sample_pool.run)
+    p = sub.add_parser("doctor", help="what this node has (GPUs, driver, CUDA, versions) and whether deita_ray can use "
+                                      "it", description=doctor.__doc__.split("\n\n")[0],
+                       epilog=doctor.__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    doctor.add_arguments(p)
+    p.set_defaults(func=doctor.run)
+    p = sub.add_parser("export-embeddings", help="the vectors of `deita-ray embed` as one Parquet file (id, "
+                                                 "embedding), for pandas, Polars or datasets",
+                       description="Write every vector of an embeddings/ directory as one Parquet file with columns "
+                                   "id and embedding (a fixed-size list). In Python: "
+                                   "deita_ray.io.embedding_store.load_embeddings(DIR) -> (ids, float32 array).")
+    p.add_argument("embeddings", help="the embeddings/ directory `deita-ray embed` wrote (OUT/embeddings)")
+    p.add_argument("-o", "--output", required=True, help="the Parquet file to write (local or an object store)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.set_defaults(func=cmd_export_embeddings)
+    p = sub.add_parser("report", help="(re)build the selection report of a run: OUT/report/index.html",
+                       description="Write OUT/report/index.html (plots of the pool against the selection, the filter's "
+                                   "walk, throughput, training curves) from a finished run's small columns.")
+    p.add_argument("output", help="the run's output directory (holding scored/ and selection/)")
+    p.set_defaults(func=cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from deita_ray.steps import STEPS
+    from deita_ray.steps.train import TRAIN_HELP
+
+    parser = argparse.ArgumentParser(prog="deita-ray", description=MAIN_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_recipe_commands(sub)
+    groups = {}
+    for step in STEPS.values():
+        if len(step.words) == 1:
+            add_step_command(sub, step)
+            continue
+        if step.words[0] not in groups:
+            group = sub.add_parser(step.words[0], help="SFT, DPO or scorer training with Ray Train + TRL + DeepSpeed",
+                                   description=TRAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+            groups[step.words[0]] = group.add_subparsers(dest="task", required=True, metavar="TASK")
+        add_step_command(groups[step.words[0]], step)
+    add_tool_commands(sub)
     return parser
 
 
@@ -370,14 +230,21 @@ def main(argv: list[str] | None = None) -> int:
     """Every failure ends in one line on stderr (exit 2); a stage's traceback goes to a log file it names."""
     args = build_parser().parse_args(argv)
     from deita_ray.io.reader import InputError
-    from deita_ray.pipeline import PipelineError
+    from deita_ray.recipe.pipeline import PipelineError
     from deita_ray.runner.completion import IncompleteInput
     from deita_ray.runner.lock import OutputLocked
-    from deita_ray.runner.map_job import StageError, cause_name, root_cause, save_traceback
+    from deita_ray.runner.errors import StageError, cause_name, root_cause, save_traceback
     from deita_ray.runner.session import ResourceError
+
+    from pydantic import ValidationError
+
+    from deita_ray.configlib import one_line
 
     try:
         return args.func(args)
+    except ValidationError as exc:  # a config built in code from the user's values: its first problem, one line
+        print(f"deita-ray: error: {one_line(exc)}", file=sys.stderr)
+        return 2
     except (InputError, FileExistsError, FileNotFoundError, ValueError, StageError, PipelineError, OutputLocked,
             ResourceError, IncompleteInput) as exc:
         print(f"deita-ray: error: {exc}", file=sys.stderr)

@@ -46,9 +46,10 @@ def section(cls=None, *, kw_only: bool = True):
 
 
 def option(default=PydanticUndefined, help: str = "", *, ge=None, gt=None, le=None, lt=None, aliases: tuple = (),
-           default_factory=None, flag: bool = True):
-    """A config field: default, help text and range in one declaration."""
-    extra = {"aliases": list(aliases), "flag": flag}
+           default_factory=None, flag: bool = True, section: bool = True):
+    """A config field: default, help text and range in one declaration. `flag`: a command-line flag of its own;
+    `section`: a key of the step's section in a run config (False: the run sets it, e.g. inputs and output)."""
+    extra = {"aliases": list(aliases), "flag": flag, "section": section}
     if default_factory is not None:
         return Field(default_factory=default_factory, description=help, ge=ge, gt=gt, le=le, lt=lt,
                      json_schema_extra=extra)
@@ -87,6 +88,11 @@ def _message(error: dict, prefix: str) -> str:
     return f"{key}: {error['msg']}"
 
 
+def one_line(exc: ValidationError, prefix: str = "") -> str:
+    """A pydantic validation error as the one line a user reads (the first problem, naming its key)."""
+    return _message(exc.errors()[0], prefix)
+
+
 def build(cls, data: dict, prefix: str = ""):
     """An instance of section `cls` from a dict: unknown keys, wrong types and out-of-range values
     are ConfigErrors naming the dotted key."""
@@ -105,7 +111,7 @@ def build(cls, data: dict, prefix: str = ""):
             continue
         value, sub = data[name], _is_section(hints[name])
         key = f"{prefix}.{name}" if prefix else name
-        if sub is not None and value is not None:
+        if sub is not None and value is not None and not isinstance(value, sub):  # a section built already passes
             if not isinstance(value, dict):
                 raise ConfigError(f"{key} must be a mapping, got {type(value).__name__}")
             value = build(sub, value, key)
@@ -113,11 +119,43 @@ def build(cls, data: dict, prefix: str = ""):
     try:
         return cls(**kwargs)
     except ValidationError as exc:
-        raise ConfigError(_message(exc.errors()[0], prefix)) from None
+        raise ConfigError(one_line(exc, prefix)) from None
 
 
-def check(obj) -> None:
-    """Kept for callers that build a section by hand: pydantic has checked it on construction."""
+def build_section(cls, data, prefix: str, run: dict | None = None):
+    """A step's section of a run config: the user's keys (never one the run sets, nor a field that is no section
+    key), then the values the run gives (inputs, output, ...)."""
+    return build(cls, {**user_keys(cls, data, prefix, run), **(run or {})}, prefix)
+
+
+def user_keys(cls, data, prefix: str, run: dict | None = None) -> dict:
+    """The keys a user gave a section, checked to be none that the run sets (nor a field that is no section key)."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix} must be a mapping, got {type(data).__name__}")
+    fixed = set(run or {}) | {f.name for f in dataclasses.fields(cls) if not field_info(cls, f.name)["section"]}
+    taken = sorted(set(data) & fixed)
+    if taken:
+        raise ConfigError(f"{prefix}.{taken[0]} comes from the run; remove it")
+    return data
+
+
+def field_info(cls, name: str) -> dict:
+    """The declaration of a field: {"help", "default", "flag", "section", "aliases"}."""
+    info = cls.__pydantic_fields__[name]
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    default = None if info.default is PydanticUndefined else info.default
+    if info.default_factory is not None:
+        default = info.default_factory()
+    return {"help": info.description or "", "default": default, "flag": extra.get("flag", True),
+            "section": extra.get("section", True), "aliases": extra.get("aliases", []),
+            "required": info.default is PydanticUndefined and info.default_factory is None}
+
+
+def section_keys(cls) -> list[str]:
+    """The fields of `cls` a run config's section may set (the others come from the run)."""
+    return [f.name for f in dataclasses.fields(cls) if field_info(cls, f.name)["section"]]
 
 
 class _Loader(yaml.SafeLoader):
@@ -215,7 +253,9 @@ def add_flags(parser, cls, skip: tuple = (), required: tuple = (), title: str | 
         text = info.description or ""
         if bounds:
             text += f" ({bounds})"
-        if isinstance(default, bool):
+        if f.name in required:
+            text += " (required)"
+        elif isinstance(default, bool):
             text += f" (default: {'on' if default else 'off'})"
         elif default is not None:
             text += f" (default: {default})"

@@ -72,16 +72,12 @@ def check_model(key: str, model: str, tokenizer: bool = True) -> None:
             check_complete([path])
         except IncompleteInput as exc:
             raise ConfigError(f"{key}: {exc}") from None
-    from transformers import AutoConfig
-
-    from deita_ray.prompts.tokens import load_tokenizer
-
     offline = not local and not _cached(model) and not hub_reachable()
     if offline:
         raise ConfigError(f"{key}: {model} is neither a local directory nor in the local Hugging Face cache, and the "
                           "hub cannot be reached from here; download it where there is a network and give its path")
     try:
-        AutoConfig.from_pretrained(path if local else model)
+        _read_config(path if local else model)
     except Exception as exc:
         raise ConfigError(f"{key}: cannot load {model}: {_first_line(exc)}") from None
     if not tokenizer:
@@ -91,9 +87,60 @@ def check_model(key: str, model: str, tokenizer: bool = True) -> None:
         raise ConfigError(f"{key}: {model} has no tokenizer files (tokenizer.json or tokenizer.model); "
                           "copy the tokenizer into the model directory")
     try:
-        load_tokenizer(path if local else model)  # sentencepiece itself for SentencePiece-only scorers
+        _read_tokenizer(path if local else model)
     except Exception as exc:
         raise ConfigError(f"{key}: the tokenizer of {model} does not load: {_first_line(exc)}") from None
+
+
+def _model_file(model: str, name: str) -> str | None:
+    """A file of a local model directory, or of a hub model in the local cache (downloaded where the hub answers)."""
+    if os.path.isdir(model):
+        path = os.path.join(model, name)
+        return path if os.path.exists(path) else None
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, name)
+    if isinstance(cached, str):
+        return cached
+    try:
+        return hf_hub_download(model, name)
+    except Exception:
+        return None
+
+
+def _read_config(model: str) -> None:
+    """config.json parses and names a model (or a sentence-transformers model describes its modules). Read with
+    the standard library: transformers' AutoConfig would import scikit-learn, SciPy and pandas into the driver
+    (~480 MB measured) for a check that needs none of them."""
+    import json
+
+    path = _model_file(model, "config.json") or _model_file(model, "modules.json")
+    if path is None:
+        raise FileNotFoundError("no config.json")
+    with open(path) as f:
+        config = json.load(f)
+    if path.endswith("config.json") and not isinstance(config, dict):
+        raise ValueError("config.json is not a JSON object")
+    if path.endswith("config.json") and not (config.get("model_type") or config.get("architectures")):
+        raise ValueError("config.json names no model_type or architectures")
+
+
+def _read_tokenizer(model: str) -> None:
+    """The tokenizer's own file loads with its own library (the tokenizers crate, sentencepiece), as lightly."""
+    fast = _model_file(model, "tokenizer.json")
+    if fast is not None:
+        from tokenizers import Tokenizer
+
+        Tokenizer.from_file(fast)
+        return
+    spm = _model_file(model, "tokenizer.model")
+    if spm is not None:
+        import sentencepiece
+
+        sentencepiece.SentencePieceProcessor(model_file=spm)
+        return
+    if not any(_model_file(model, f) for f in ("vocab.json", "vocab.txt", "tokenizer_config.json")):
+        raise FileNotFoundError("no tokenizer.json, tokenizer.model or vocabulary file")
 
 
 def check_run_models(config) -> None:

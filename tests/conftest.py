@@ -28,9 +28,23 @@ def pool_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def hf_configs(tiny_models):
-    from deita_ray.engines.base import EngineConfig
+    from deita_ray.engines.config import LLMConfig
 
-    return {kind: EngineConfig(model=str(tiny_models[f"scorer-{kind}"]), engine="hf") for kind in ("complexity", "quality")}
+    return {kind: LLMConfig(model=str(tiny_models[f"scorer-{kind}"]), engine="hf") for kind in ("complexity", "quality")}
+
+
+@pytest.fixture(scope="session")
+def scorers(tiny_models) -> dict:
+    """The two tiny scorers as `score` options: ScoreConfig(**scorers, ...)."""
+    return {f"{kind}_model": str(tiny_models[f"scorer-{kind}"]) for kind in ("complexity", "quality")}
+
+
+def run_step(name: str, mode: str = "local", stages: list | None = None, **options) -> dict:
+    """One step of the registry, run from its config's options (`mode`: local, or ray)."""
+    from deita_ray.steps import STEPS
+
+    step = STEPS[name]
+    return step.execute(step.config(**options), mode=mode, stages=stages)
 
 
 @pytest.fixture(scope="session")

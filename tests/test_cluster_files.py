@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 from deita_ray.cli import build_parser
-from deita_ray.config import load_config
+from deita_ray.recipe.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = [REPO / "README.md", REPO / "cluster" / "README.md", *sorted((REPO / "cluster").rglob("*.yaml"))]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "cluster" / "README.md",
+        *sorted((REPO / "cluster").rglob("*.yaml"))]
 
 
 def _commands(text: str) -> list[list[str]]:
@@ -24,7 +25,7 @@ def _commands(text: str) -> list[list[str]]:
         for match in re.finditer(r"(?:deita-ray|python -m deita_ray\.cli)\s+([a-z-]+\b.*)", line):
             words = shlex.split(match.group(1))
             if words and words[0] in {"run", "score", "embed", "select", "quickstart", "make-models", "make-pool", "train",
-                                      "evolve", "judge", "labels"}:
+                                      "evolve", "judge", "labels", "report", "doctor"}:
                 found.append(words)
     return found
 
@@ -50,10 +51,6 @@ def test_manifests_parse():
     assert ".venv/" in runtime["excludes"]
 
 
-def test_console_script_is_declared():
-    assert 'deita-ray = "deita_ray.cli:main"' in (REPO / "pyproject.toml").read_text()
-
-
 def _code(doc: Path) -> str:
     """Markdown: the fenced code blocks only (prose mentions are not commands); YAML: all of it."""
     text = doc.read_text()
@@ -74,12 +71,14 @@ def test_documented_commands_are_real(doc):
         if args.command == "train":  # flags parsed above; presets and --set keys must be real too
             from deita_ray.train.config import PRESETS, TrainConfig
 
-            assert args.preset is None or PRESETS[args.preset]["task"] == args.task
+            preset = getattr(args, "preset", None)
+            assert preset is None or PRESETS[preset]["task"] == args.task
             assert all(kv.split("=", 1)[0] in TrainConfig.__dataclass_fields__ for kv in args.set or [])
 
 
 def test_every_doc_with_cluster_commands_was_checked():
-    assert len(_commands(_code(REPO / "README.md"))) >= 5
+    assert len(_commands(_code(REPO / "README.md"))) >= 3
+    assert sum(len(_commands(_code(doc))) for doc in DOCS if doc.parent.name == "docs") >= 10
     assert _commands(_code(REPO / "cluster" / "README.md"))
     assert len(RAYJOBS) == 2 and all(_rayjob_entrypoint(p)[0] == "run" for p in RAYJOBS)
 

@@ -2,17 +2,21 @@
 
 import pytest
 
-from deita_ray.config import ConfigError, load_config
+from deita_ray.recipe.config import ConfigError, load_config
 
 
-def test_shipped_configs_load():
-    quick = load_config("quickstart")
-    assert quick.select.budget == 1000 and quick.score.complexity_model == "tiny:scorer-complexity"
-    for name, budget in (("deita-6k", 6000), ("deita-10k", 10000)):
+def test_every_shipped_config_loads_typed():
+    """Every config in deita_ray/configs loads; its sections are the steps' own config classes."""
+    from deita_ray.recipe.config import CONFIG_DIR
+    from deita_ray.steps import STEPS
+
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    assert names
+    for name in names:
         config = load_config(name)
-        assert config.select.budget == budget and config.select.threshold == 0.9
-        assert config.select.strategy == "diverse" and config.score.aggregation == "sum"
-        assert config.score.engine == "vllm"
+        for section in ("score", "embed", "select"):
+            assert isinstance(getattr(config, section), STEPS[section].config), (name, section)
+        assert config.score.output == config.output and config.select.output.startswith(config.output)
 
 
 def test_overrides_are_typed():
@@ -70,7 +74,7 @@ def test_hub_ids_are_not_checked_offline_but_local_paths_are(tmp_path):
     ("score.gpu_memory_utilization=1.5", "score.gpu_memory_utilization must be <= 1"),
     ("score.max_length=4", "score.max_length must be >= 16"),
     ("sample_pool.samples=0", "sample_pool.samples must be >= 1"),
-    ("score.engine=sentence-transformers", "for scoring"),
+    ("score.engine=sentence-transformers", "score.engine must be one of"),
 ])
 def test_every_option_is_range_checked_at_load(override, message):
     """Checked when the config loads, before any stage runs (scoring would otherwise run first)."""
@@ -78,31 +82,35 @@ def test_every_option_is_range_checked_at_load(override, message):
         load_config("quickstart", [override])
 
 
-def test_one_default_per_option_for_cli_and_run_config():
-    """`deita-ray score/embed/select` flags and the run config's sections come from one declaration."""
-    from deita_ray.cli import build_parser
-    from deita_ray.configlib import build, given
-    from deita_ray.embed_job import EmbedSection
-    from deita_ray.score_job import ScoreSection
-    from deita_ray.select_job import SelectOptions
+def test_a_flag_and_a_section_key_set_the_same_option(capsys):
+    """`deita-ray score --replicas 3` and `score: {replicas: 3}` give the same step config (one declaration)."""
+    import json
 
-    parser = build_parser()
-    args = parser.parse_args(["score", "pool", "-o", "out", "--complexity-model", "c", "--quality-model", "q"])
-    from_cli = build(ScoreSection, given(args, ScoreSection))
-    run = load_config(None, data={"output": "o", "inputs": ["p"]})
-    for name in ("enforce_eager", "cpus_per_replica", "replicas", "batch_rows", "engine", "dtype", "batch_size"):
-        assert getattr(from_cli, name) == getattr(run.score, name), name
-    args = parser.parse_args(["embed", "pool", "-o", "out"])
-    assert build(EmbedSection, given(args, EmbedSection)) == run.embed
-    args = parser.parse_args(["select", "out"])
-    assert build(SelectOptions, given(args, SelectOptions)) == run.select
+    from deita_ray.cli import main
+
+    assert main(["score", "pool", "-o", "out", "--complexity-model", "c/m", "--quality-model", "q/m", "--replicas", "3",
+                 "--engine", "fake", "--dry-run"]) == 0
+    from_cli = json.loads(capsys.readouterr().out)
+    run = load_config(None, data={"output": "out", "inputs": ["pool"], "score": {
+        "complexity_model": "c/m", "quality_model": "q/m", "replicas": 3, "engine": "fake"}})
+    from deita_ray.steps.base import snapshot
+
+    from_run = snapshot(run.score)
+    assert {k: v for k, v in from_cli.items() if k != "overwrite"} == {k: v for k, v in from_run.items()
+                                                                       if k != "overwrite"}
     with pytest.raises(SystemExit):
-        parser.parse_args(["select", "out", "--threshold", "x"])
+        main(["select", "out", "--threshold", "x"])
 
 
-def test_paper_presets_embed_at_most_2048_tokens():
-    for name in ("deita-6k", "deita-10k"):
-        assert load_config(name).embed.max_length == 2048
+def test_the_paper_presets_apply_under_the_file():
+    """preset: deita-6k sets the paper's selection (tau 0.9, 6,000, sum over turns, 2,048 embedded tokens) where
+    the file says nothing, and the file's keys win where it does."""
+    plain = load_config(None, data={"output": "o", "inputs": ["p"], "embed": {"max_length": 512},
+                                    "select": {"budget": 10}})
+    preset = load_config(None, data={"output": "o", "inputs": ["p"], "preset": "deita-6k", "embed": {"max_length": 512}})
+    assert (preset.select.budget, preset.select.threshold, preset.score.aggregation) == (6000, 0.9, "sum")
+    assert preset.embed.max_length == 512 == plain.embed.max_length  # the file's key wins over the preset's 2048
+    assert load_config(None, data={"output": "o", "inputs": ["p"], "preset": "deita-10k"}).embed.max_length == 2048
 
 
 def test_exponent_floats_read_as_numbers(tmp_path):
@@ -112,11 +120,23 @@ def test_exponent_floats_read_as_numbers(tmp_path):
     assert load_config("quickstart", ["select.threshold=8.5e-1"]).select.threshold == 0.85
 
 
-def test_shipped_recipes_load():
-    gpu = load_config("deita-recipe")
-    assert gpu.generation.modes == ["complexity", "quality"] and gpu.generation.evolve["tensor_parallel_size"] == 4
-    assert gpu.generation.judge["engine"] == "vllm" and gpu.generation.scorer["deepspeed"] == "zero2"
-    assert gpu.generation.scorer["epochs"] == 6 and gpu.generation.scorer["global_batch_size"] == 512
-    assert gpu.select.budget == 6000 and gpu.sft["preset"] == "deita-mistral-7b-sft"
-    cpu = load_config("recipe-quickstart")
-    assert cpu.generation.evolve["model"] == "tiny:generator" and cpu.sample_seeds.dir and cpu.sample_preferences.dir
+def test_the_recipe_sections_are_the_steps_configs_with_the_run_paths():
+    """sft trains on the selection, DPO starts from the SFT model, a preset resolves under the section's keys."""
+    from deita_ray.steps.evolve import EvolveConfig
+    from deita_ray.train.config import TrainConfig
+
+    config = load_config(None, data={
+        "output": "o", "inputs": ["p"], "sft": {"model": "org/base", "preset": "deita-mistral-7b-sft", "epochs": 2},
+        "dpo": {"data": ["pairs/"], "preset": "deita-mistral-7b-dpo"},
+        "generation": {"seeds": ["s"], "evolve": {"model": "org/gen", "rounds": 2}, "judge": {"model": "org/judge"},
+                       "scorer": {"model": "org/base"}}})
+    assert isinstance(config.generation.evolve, EvolveConfig) and config.generation.evolve.rounds == 2
+    assert isinstance(config.sft, TrainConfig) and config.sft.data == ["o/selection/selected.jsonl"]
+    assert (config.sft.epochs, config.sft.learning_rate, config.sft.global_batch_size) == (2, 2e-5, 512)
+    assert config.dpo.model == "o/sft/model" and config.dpo.output == "o/dpo" and config.dpo.learning_rate == 5e-7
+    assert config.generation.scorer.task == "scorer" and config.generation.scorer.epochs == 6  # train_scorers.sh
+    for bad, message in ((("sft", "data"), "sft.data comes from the run"), (("dpo", "output"), "dpo.output comes from "
+                                                                                                "the run")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, data={"output": "o", "inputs": ["p"], bad[0]: {"model": "org/m", "data": ["x"],
+                                                                              bad[1]: ["x"] if bad[1] == "data" else "x"}})

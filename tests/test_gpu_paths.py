@@ -12,18 +12,17 @@ from deita_ray.runner.session import ActorRequest, resolve_gpus
 
 
 def test_tensor_parallelism_and_gpus_per_actor_must_agree_before_ray_starts():
-    from deita_ray.config import load_config
-    from deita_ray.judge_job import JudgeSection
-    from deita_ray.score_job import ScoreSection
-
     from deita_ray.configlib import build
+    from deita_ray.recipe.config import load_config
+    from deita_ray.steps.judge import JudgeConfig
+    from deita_ray.steps.score import ScoreConfig
 
     with pytest.raises(ConfigError, match=r"score: gpus_per_replica \(1\) must equal tensor_parallel_size \(2\)"):
-        build(ScoreSection, {"engine": "vllm", "tensor_parallel_size": 2, "gpus_per_replica": 1}, "score")
-    ScoreSection(engine="vllm", tensor_parallel_size=2, gpus_per_replica=2)
-    ScoreSection(engine="vllm", tensor_parallel_size=2)  # left to the default: 2 on a cluster with GPUs
+        build(ScoreConfig, {"engine": "vllm", "tensor_parallel_size": 2, "gpus_per_replica": 1}, "score")
+    ScoreConfig(engine="vllm", tensor_parallel_size=2, gpus_per_replica=2)
+    ScoreConfig(engine="vllm", tensor_parallel_size=2)  # left to the default: 2 on a cluster with GPUs
     with pytest.raises(ConfigError, match=r"judge: gpus_per_replica \(4\) must equal tensor_parallel_size \(8\)"):
-        build(JudgeSection, {"model": "m", "engine": "vllm", "tensor_parallel_size": 8, "gpus_per_replica": 4},
+        build(JudgeConfig, {"model": "m", "engine": "vllm", "tensor_parallel_size": 8, "gpus_per_replica": 4},
               "judge")
     started = __import__("time").time()
     out = subprocess.run([sys.executable, "-m", "deita_ray.cli", "run", "quickstart", "--set", "score.engine=vllm",
@@ -49,7 +48,7 @@ def test_gpus_left_to_the_default():
 
 def test_a_gpu_given_to_an_actor_that_cannot_use_cuda_is_one_line(monkeypatch):
     from deita_ray.runner import session
-    from deita_ray.runner.map_job import ray_actor_class
+    from deita_ray.runner.execute import ray_actor_class
     from deita_ray.stages.score import ScoreStage
 
     with pytest.raises(RuntimeError, match="ScoreStage was given 1 GPU.* but CUDA is unusable here: torch .* CPU build"):

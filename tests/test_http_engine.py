@@ -43,18 +43,19 @@ def test_429_and_5xx_are_retried_with_backoff(stub):
 
 
 def test_retries_give_up_with_a_transient_error(stub):
-    from deita_ray.io.quarantine import TRANSIENT, failure_class
+    from deita_ray.io.quarantine import TRANSIENT
+    from deita_ray.stages.failures import classify
 
     with pytest.raises(TimeoutError, match="no complete answer in time .* request_timeout of 0.5 s reached") as info:
         _engine(stub, "slow", request_timeout=0.5, max_retries=1).generate(["x"], Sampling())
-    assert failure_class(info.value) == TRANSIENT  # a resumed run retries the row
+    assert classify(info.value)[1] == TRANSIENT  # a resumed run retries the row
     with pytest.raises(ConnectionError, match=r"connection failed .* \(2 attempts, no retries left\)"):
         _engine(f"http://127.0.0.1:{free_port()}/v1", "ok", max_retries=1).generate(["x"], Sampling())
 
 
 def test_auth_failure_is_immediate_and_names_the_key_variable(stub, monkeypatch):
     from deita_ray.engines.config import EngineUnusableError
-    from deita_ray.io.quarantine import engine_error
+    from deita_ray.stages.failures import classify
 
     monkeypatch.delenv("DEITA_TEST_KEY", raising=False)
     started = time.time()
@@ -62,7 +63,7 @@ def test_auth_failure_is_immediate_and_names_the_key_variable(stub, monkeypatch)
         _engine(stub, "auth", api_key_env="DEITA_TEST_KEY").generate(["x"], Sampling())
     assert time.time() - started < 2  # at once, not after retries
     with pytest.raises(EngineUnusableError):  # the stage does not quarantine the row: it stops
-        engine_error(info.value)
+        classify(info.value)
     monkeypatch.setenv("DEITA_TEST_KEY", "wrong")
     with pytest.raises(EngineUnusableError, match="the key in \\$DEITA_TEST_KEY was refused"):
         _engine(stub, "auth", api_key_env="DEITA_TEST_KEY").generate(["x"], Sampling())
@@ -91,14 +92,15 @@ def test_no_wait_outlasts_the_request_timeout(stub, model, failure, said):
 
 @pytest.mark.parametrize("kind", ["drop", "html", "cutjson", "nochoices"])
 def test_a_glitch_is_transient_and_retried(stub, kind):
-    from deita_ray.io.quarantine import TRANSIENT, failure_class
+    from deita_ray.io.quarantine import TRANSIENT
+    from deita_ray.stages.failures import classify
 
     # Once: retried at once, and the prompt gets its answer.
     assert _engine(stub, f"glitch-{kind}").generate([f"p-{kind}"], Sampling())[0].text.startswith("echo")
     # Always: given up after the retries as transient (a resumed run retries the row), never permanent.
     with pytest.raises((ConnectionError, TimeoutError)) as info:
         _engine(stub, kind, max_retries=1, request_timeout=20).generate(["x"], Sampling())
-    assert failure_class(info.value) == TRANSIENT
+    assert classify(info.value)[1] == TRANSIENT
 
 
 def test_concurrency_limit(stub):

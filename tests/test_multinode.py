@@ -9,7 +9,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from deita_ray.score_job import ScoreJobConfig, score_local
+from conftest import run_step
 
 pytestmark = pytest.mark.ray
 
@@ -18,8 +18,7 @@ import json, sys
 import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
-from deita_ray.engines.base import EngineConfig
-from deita_ray.score_job import ScoreJobConfig, score_pool
+from deita_ray.steps import STEPS
 
 pool, out, complexity, quality = sys.argv[1:5]
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
@@ -27,9 +26,9 @@ for _ in range(2):
     cluster.add_node(num_cpus=2)
 ray.init(address=cluster.address)
 cluster.wait_for_nodes()
-summary = score_pool(ScoreJobConfig(inputs=[pool], output=out, complexity=EngineConfig(model=complexity),
-                                    quality=EngineConfig(model=quality), replicas=2, cpus_per_replica=1,
-                                    batch_rows=16, block_rows=40, chunk_bytes=20_000))
+step = STEPS["score"]
+summary = step.execute(step.config(inputs=[pool], output=out, complexity_model=complexity, quality_model=quality,
+                                   replicas=2, cpus_per_replica=1, batch_rows=16, block_rows=40, chunk_bytes=20_000))
 nodes = sorted({a.node_id for a in list_actors(address=cluster.address, detail=True, limit=1000)
                 if "ScoreStage" in a.class_name})  # this cluster, whatever other Ray runs on the host
 print(json.dumps({"summary": summary, "actor_nodes": nodes, "cluster_nodes": len(ray.nodes())}))
@@ -38,7 +37,7 @@ cluster.shutdown()
 """
 
 
-def test_scoring_spreads_over_nodes_and_matches_single_node(tiny_models, hf_configs, pool_dir, tmp_path):
+def test_scoring_spreads_over_nodes_and_matches_single_node(tiny_models, scorers, pool_dir, tmp_path):
     result = subprocess.run([sys.executable, "-c", DRIVER, str(pool_dir), str(tmp_path / "multi"),
                              str(tiny_models["scorer-complexity"]), str(tiny_models["scorer-quality"])],
                             capture_output=True, text=True, timeout=480)
@@ -48,8 +47,7 @@ def test_scoring_spreads_over_nodes_and_matches_single_node(tiny_models, hf_conf
     assert len(report["actor_nodes"]) >= 2, f"scoring actors all ran on one node: {report['actor_nodes']}"
     assert report["summary"]["reconciled"]
 
-    score_local(ScoreJobConfig(inputs=[str(pool_dir)], output=str(tmp_path / "single"),
-                               complexity=hf_configs["complexity"], quality=hf_configs["quality"]))
+    run_step("score", inputs=[str(pool_dir)], output=str(tmp_path / "single"), **scorers)
     multi = {r["id"]: r for r in pq.read_table(str(tmp_path / "multi" / "scored")).to_pylist()}
     single = {r["id"]: r for r in pq.read_table(str(tmp_path / "single" / "scored")).to_pylist()}
     assert multi.keys() == single.keys()

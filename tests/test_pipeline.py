@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from deita_ray.config import load_config
-from deita_ray.pipeline import run_pipeline
+from deita_ray.recipe.config import load_config
+from deita_ray.recipe.pipeline import run_pipeline
 
 pytestmark = pytest.mark.ray
 
@@ -68,7 +68,7 @@ def test_run_outputs_stats_and_report(clean_run, pool_dir):
     assert stages["select"]["rows_out"] == 100 == len(_selected(out))
     assert all(s["seconds"] > 0 and s["samples_per_s"] > 0 for s in stages.values())
     page = (out / "report" / "index.html").read_text()
-    for png in ("scores.png", "acceptance.png", "similarity.png", "composition.png", "throughput.png"):
+    for png in ("scores.png", "acceptance.png", "similarity.png", "composition.png", "steps.png"):
         assert (out / "report" / png).stat().st_size > 5000 and png in page
     assert run["report"].endswith("index.html")
 
@@ -172,12 +172,15 @@ def test_run_with_sft_and_dpo_trains_on_the_selection(clean_run, tiny_models, po
 
 
 def test_train_sections_are_checked_at_load(tiny_models, pool_dir, tmp_path):
-    from deita_ray.config import ConfigError
+    from deita_ray.recipe.config import ConfigError
 
     base = _config(tiny_models, pool_dir, tmp_path)
     for section, message in (({"sft": {"modle": "x"}}, "unknown key 'modle' in sft"),
                              ({"sft": {"model": "m", "epochs": "many"}}, "sft.epochs must be int"),
                              ({"dpo": {"data": ["p"]}}, "dpo.model: give the model"),
-                             ({"sft": {"model": "m", "preset": "deita-mistral-7b-dpo"}}, "sft.preset must be one of")):
+                             ({"sft": {"model": "m", "preset": "deita-mistral-7b-dpo"}}, "is for `train dpo`"),
+                             ({"sft": {"model": "m", "preset": "deita-7k"}}, "sft.preset must be one of"),
+                             ({"sft": {"model": "org/m", "data": ["x"]}}, "sft.data comes from the run"),
+                             ({"sft": {"model": "./no/such/model"}}, "sft.model: model path does not exist")):
         with pytest.raises(ConfigError, match=message):
             load_config(None, data={**base, **section})

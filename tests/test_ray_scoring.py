@@ -5,7 +5,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from deita_ray.score_job import ScoreJobConfig, score_local, score_pool
+from conftest import run_step
 
 pytestmark = pytest.mark.ray
 
@@ -15,12 +15,11 @@ def _by_id(directory):
     return {row["id"]: row for row in table.to_pylist()}
 
 
-def test_ray_run_over_several_actors_equals_in_process(ray_session, pool_dir, hf_configs, tmp_path):
+def test_ray_run_over_several_actors_equals_in_process(ray_session, pool_dir, scorers, tmp_path):
     manifest = json.loads((pool_dir / "_manifest.json").read_text())
-    common = dict(inputs=[str(pool_dir)], complexity=hf_configs["complexity"], quality=hf_configs["quality"],
-                  block_rows=40, batch_rows=16, chunk_bytes=20_000)
-    local = score_local(ScoreJobConfig(output=str(tmp_path / "local"), **common))
-    distributed = score_pool(ScoreJobConfig(output=str(tmp_path / "ray"), replicas=2, cpus_per_replica=0.5, **common))
+    common = dict(inputs=[str(pool_dir)], **scorers, block_rows=40, batch_rows=16, chunk_bytes=20_000)
+    local = run_step("score", output=str(tmp_path / "local"), **common)
+    distributed = run_step("score", "ray", output=str(tmp_path / "ray"), replicas=2, cpus_per_replica=0.5, **common)
 
     for summary in (local, distributed):
         assert summary["reconciled"]
@@ -43,10 +42,9 @@ def test_ray_run_over_several_actors_equals_in_process(ray_session, pool_dir, hf
         pq.read_table(str(tmp_path / "local" / "quarantine")).column("id").to_pylist())
 
 
-def test_existing_output_is_not_overwritten_silently(pool_dir, hf_configs, tmp_path):
-    cfg = dict(inputs=[str(pool_dir / "alpaca.json")], output=str(tmp_path / "o"),
-               complexity=hf_configs["complexity"], quality=hf_configs["quality"])
-    score_local(ScoreJobConfig(**cfg))
+def test_existing_output_is_not_overwritten_silently(pool_dir, scorers, tmp_path):
+    cfg = dict(inputs=[str(pool_dir / "alpaca.json")], output=str(tmp_path / "o"), **scorers)
+    run_step("score", **cfg)
     with pytest.raises(FileExistsError, match="--overwrite"):
-        score_local(ScoreJobConfig(**cfg))
-    assert score_local(ScoreJobConfig(overwrite=True, **cfg))["reconciled"]
+        run_step("score", **cfg)
+    assert run_step("score", overwrite=True, **cfg)["reconciled"]

@@ -152,3 +152,44 @@ def test_broken_json_array_fails_while_planning(tmp_path):
     (tmp_path / "bad.json").write_text('[{"instruction": "x", "output": "y"}, {"instruction": ')
     with pytest.raises(InputError, match=r"bad.json is not valid JSON"):
         plan_reads([str(tmp_path)])
+
+
+def test_a_hugging_face_save_to_disk_directory_reads_as_a_pool(tmp_path):
+    """`datasets.save_to_disk` writes Arrow stream files beside JSON metadata: the records are read, the metadata
+    is not taken for a pool; a DatasetDict's splits are read one by one or together."""
+    datasets = pytest.importorskip("datasets")
+    rows = [{"id": f"s{i}", "conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}]}
+            for i in range(7)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "one"))
+    good, bad = read_all(plan_reads([str(tmp_path / "one")]))
+    assert sorted(good.column("id").to_pylist()) == [f"s{i}" for i in range(7)] and bad.num_rows == 0
+    assert set(good.column("source_format").to_pylist()) == {"sharegpt"}
+    alpaca = datasets.Dataset.from_list([{"instruction": "Say hi.", "input": "", "output": "Hi."}] * 3)
+    datasets.DatasetDict({"train": alpaca, "test": alpaca.select([0])}).save_to_disk(str(tmp_path / "dict"))
+    assert read_all(plan_reads([str(tmp_path / "dict" / "train")]))[0].num_rows == 3
+    assert read_all(plan_reads([str(tmp_path / "dict")]))[0].num_rows == 4
+
+
+def test_arrow_ipc_files_and_hf_urls_read_through_fsspec(tmp_path):
+    """An Arrow IPC file (Feather v2) reads like Parquet; an `hf://datasets/...` URL goes through fsspec like any
+    other (here a local stand-in for the hub's filesystem: no network)."""
+    import fsspec
+    import pyarrow.feather as feather
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    table = pa.table({"instruction": ["a?", "b?"], "output": ["A.", "B."]})
+    feather.write_feather(table, str(tmp_path / "pool.arrow"))
+    assert read_all(plan_reads([str(tmp_path / "pool.arrow")]))[0].column("source_format").to_pylist() == ["alpaca"] * 2
+
+    class HubStandIn(MemoryFileSystem):
+        protocol = ("hf",)
+        store, pseudo_dirs = {}, [""]  # its own, not memory://'s
+
+    fsspec.register_implementation("hf", HubStandIn, clobber=True)
+    try:
+        with fsspec.open("hf://datasets/org/pool/data/train.jsonl", "w") as f:
+            f.write("\n".join(json.dumps({"instruction": f"q{i}", "output": "a"}) for i in range(5)) + "\n")
+        good, _ = read_all(plan_reads(["hf://datasets/org/pool/data/"]))
+        assert good.num_rows == 5 and all(s.startswith("hf://datasets/org/pool/") for s in good.column("source").to_pylist())
+    finally:
+        fsspec.register_implementation("hf", "huggingface_hub.HfFileSystem", clobber=True)

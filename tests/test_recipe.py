@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from processes import run_and_kill
 
-from deita_ray.config import load_config
-from deita_ray.pipeline import build_steps, format_run, run_pipeline
+from deita_ray.recipe.config import load_config
+from deita_ray.recipe.pipeline import plan, run_pipeline
+from deita_ray.recipe.table import format_run
 
 pytestmark = pytest.mark.ray
 
@@ -52,8 +53,8 @@ def test_the_recipe_end_to_end_then_every_step_skipped(clean, models_dir):
         assert stages[f"labels_{mode}"]["rows_out"] == stages[f"scorer_{mode}"]["rows_in"] > 0
         assert (tmp_path / "out" / "scorers" / mode / "model" / "config.json").exists()
     summary = json.loads((tmp_path / "out" / "score_summary.json").read_text())
-    assert summary["config"]["complexity"]["model"].endswith("scorers/complexity/model")  # scored by what it trained
-    assert summary["config"]["quality"]["model"].endswith("scorers/quality/model")
+    assert summary["config"]["complexity_model"].endswith("scorers/complexity/model")  # scored by what it trained
+    assert summary["config"]["quality_model"].endswith("scorers/quality/model")
     assert stages["select"]["rows_out"] == 100 and stages["sft"]["global_step"] == 4 and stages["dpo"]["global_step"] == 4
     assert (tmp_path / "out" / "dpo" / "model" / "config.json").exists()
     report = (tmp_path / "out" / "report" / "index.html").read_text()
@@ -68,14 +69,14 @@ def test_the_recipe_end_to_end_then_every_step_skipped(clean, models_dir):
 
 
 def test_a_changed_input_reruns_the_steps_after_it(models_dir, tmp_path):
-    base = {s.name: s.fingerprint for s in build_steps(_recipe(tmp_path, models_dir), ["pool"], ["seeds"])}
-    changed = {s.name: s.fingerprint for s in build_steps(
-        _recipe(tmp_path, models_dir, **{"generation.judge.batch_rows": 8}), ["pool"], ["seeds"])}
+    base = {s.name: s.fingerprint for s in plan(_recipe(tmp_path, models_dir))}
+    changed = {s.name: s.fingerprint for s in plan(
+        _recipe(tmp_path, models_dir, **{"generation.judge.batch_rows": 8}))}
     same = [n for n in STEPS if base[n] == changed[n]]
     # Both judges changed; the complexity evolution and the quality evolution did not.
     assert same == ["evolve_complexity", "evolve_quality"]
-    select_only = {s.name: s.fingerprint for s in build_steps(
-        _recipe(tmp_path, models_dir, **{"select.budget": 50}), ["pool"], ["seeds"])}
+    select_only = {s.name: s.fingerprint for s in plan(
+        _recipe(tmp_path, models_dir, **{"select.budget": 50}))}
     assert [n for n in STEPS if base[n] != select_only[n]] == ["select", "sft", "dpo"]
 
 
@@ -84,7 +85,7 @@ def test_released_scorers_skip_the_generation_half(models_dir, tmp_path, tiny_mo
         "output": str(tmp_path / "out"), "inputs": [str(tmp_path)], "models_dir": models_dir,
         "score": {"complexity_model": str(tiny_models["scorer-complexity"]),
                   "quality_model": str(tiny_models["scorer-quality"])}})
-    steps = build_steps(config, [str(tmp_path)])
+    steps = plan(config)
     assert [s.name for s in steps] == ["score", "embed", "select"]
 
 
@@ -95,14 +96,16 @@ def test_generation_section_is_checked_before_any_work(models_dir, tmp_path):
         _recipe(tmp_path, models_dir, **{"generation.evolve.rounds": 0})
     with pytest.raises(ConfigError, match="generation.scorer.data comes from the run"):
         _recipe(tmp_path, models_dir, **{"generation.scorer.data": "[x]"})
-    with pytest.raises(ConfigError, match="generation.evolve.mode: the modes come from generation.modes"):
+    with pytest.raises(ConfigError, match="generation.evolve.mode comes from the run"):
         _recipe(tmp_path, models_dir, **{"generation.evolve.mode": "quality"})
 
 
 def test_sigkill_in_two_steps_then_rerun_gives_the_clean_result(clean, models_dir, tmp_path):
     clean_tmp, clean_run, _ = clean
     out = tmp_path / "out"
-    args = ["run", "recipe-quickstart", *[f"--set={o}" for o in _overrides(tmp_path, models_dir)]]
+    # Without SFT and DPO (the last steps, after both kill points): the clean run's records cover every step left.
+    trimmed = _overrides(tmp_path, models_dir) + ["sft=null", "dpo=null"]
+    args = ["run", "recipe-quickstart", *[f"--set={o}" for o in trimmed]]
     judged = out / "generation" / "complexity" / "judged"
     # 1. inside judge_complexity, once it has written a part
     run_and_kill(args, lambda: judged.exists() and any(judged.glob("*.parquet")))
@@ -111,8 +114,9 @@ def test_sigkill_in_two_steps_then_rerun_gives_the_clean_result(clean, models_di
     run_and_kill(args, lambda: (out / "_scorer_quality_started.json").exists())
     assert not (out / "scorer_quality_summary.json").exists()
     lines = []
-    run = run_pipeline(load_config("recipe-quickstart", _overrides(tmp_path, models_dir)), log=lines.append)
+    run = run_pipeline(load_config("recipe-quickstart", trimmed), log=lines.append)
     assert any("already done for this config, skipped" in line for line in lines)  # steps 1-7 are not redone
+    assert list(run["stages"]) == STEPS[:-2]
     for name, stats in run["stages"].items():
         assert stats["reconciled"], (name, stats)
         assert (stats["rows_in"], stats["rows_out"], stats["rows_quarantined"]) == \

@@ -182,3 +182,23 @@ def test_rejection_log_names_the_nearest_kept_sample():
 def test_nan_scores_are_refused():
     with pytest.raises(ValueError, match="NaN"):
         select_diverse(np.eye(2, dtype=np.float32), np.array([1.0, np.nan]), budget=1)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pools(), st.sampled_from([1, 3, 16, 64]))
+def test_every_visit_records_its_nearest_kept_sample_whatever_the_blocks(pool, block_size):
+    """The similarity a visit records is to the nearest sample kept when it was visited, whether that one was kept
+    in an earlier block or earlier in the same block: the same for any block size, as the one-at-a-time loop
+    gives (what the report's similarity plot shows for every visited candidate)."""
+    vectors, scores, ids, budget, tau = pool
+    blocked = repr_filter(vectors, scores, ids, budget=budget, threshold=tau, block_size=block_size)
+    v = normalise_rows(vectors).astype(np.float64)
+    order, kept, expected = selection_order(scores, ids), [], []
+    for i in order[:blocked.visited]:
+        expected.append(max((float(v[i] @ v[k]) for k in kept), default=-np.inf))
+        if blocked.visit_accepted[len(expected) - 1]:
+            kept.append(i)
+    got = np.asarray(blocked.visit_similarity, dtype=np.float64)
+    first = np.isneginf(expected)  # nothing kept yet: no similarity to speak of
+    assert np.all(~np.isfinite(got[first]) | (got[first] < -1.5))
+    np.testing.assert_allclose(got[~first], np.asarray(expected)[~first], atol=1e-5)

@@ -7,13 +7,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from deita_ray.engines.base import load_tokenizer
+from conftest import run_step
 from deita_ray.engines.config import LLMConfig
-from deita_ray.score_job import ScoreJobConfig, score_local
 
 
-def _scorers(tiny_models, **extra):
-    return {k: LLMConfig(model=str(tiny_models[f"scorer-{k}"]), engine="fake", extra=dict(extra) if k == "complexity"
-                         else {}) for k in ("complexity", "quality")}
+def _scorers(tiny_models, **faults):
+    """Both scorers on the fake engine, failing as `faults` say (fail_on_token, fail_with)."""
+    return {"complexity_model": str(tiny_models["scorer-complexity"]), "quality_model": str(tiny_models["scorer-quality"]),
+            "engine": "fake", "engine_kwargs": dict(faults)}
 
 
 def test_transient_failures_are_retried_on_resume_and_permanent_ones_are_not(tiny_models, pool_dir, tmp_path):
@@ -24,12 +25,12 @@ def test_transient_failures_are_retried_on_resume_and_permanent_ones_are_not(tin
     common = dict(inputs=[str(pool_dir)], output=out, batch_rows=8)
     # First run: "Why" rows time out (transient), "Plan" rows are rejected (permanent).
     first = _scorers(tiny_models, fail_on_token=why, fail_with="TimeoutError")
-    summary = score_local(ScoreJobConfig(**common, **first))
+    summary = run_step("score", **common, **first)
     assert summary["reconciled"] and summary["quarantine_classes"]["transient"] > 0
     transient = {q["id"] for q in pq.read_table(out + "/quarantine").to_pylist() if q["failure"] == "transient"}
     # Resume with the machine healthy again: the transient rows are scored now, nothing else re-runs.
     healthy = _scorers(tiny_models)
-    again = score_local(ScoreJobConfig(**common, **healthy, resume=True))
+    again = run_step("score", **common, **healthy, resume=True)
     assert again["reconciled"] and again["rows_in"] == manifest["rows"]
     assert again["rows_out"] == manifest["samples"] and again["rows_quarantined"] == manifest["malformed"]
     assert "transient" not in again["quarantine_classes"]
@@ -38,21 +39,21 @@ def test_transient_failures_are_retried_on_resume_and_permanent_ones_are_not(tin
     # A permanent failure stays quarantined on resume.
     out2 = str(tmp_path / "out2")
     permanent = _scorers(tiny_models, fail_on_token=plan)
-    failed = score_local(ScoreJobConfig(inputs=[str(pool_dir)], output=out2, batch_rows=8, **permanent))
-    kept = score_local(ScoreJobConfig(inputs=[str(pool_dir)], output=out2, batch_rows=8, resume=True, **healthy))
+    failed = run_step("score", inputs=[str(pool_dir)], output=out2, batch_rows=8, **permanent)
+    kept = run_step("score", inputs=[str(pool_dir)], output=out2, batch_rows=8, resume=True, **healthy)
     assert failed["rows_quarantined"] == kept["rows_quarantined"] > manifest["malformed"] and kept["reconciled"]
 
 
 @pytest.fixture(scope="module")
 def scored(tiny_models, pool_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("scored")
-    score_local(ScoreJobConfig(inputs=[str(pool_dir)], output=str(out), batch_rows=32, **_scorers(tiny_models)))
+    run_step("score", inputs=[str(pool_dir)], output=str(out), batch_rows=32, **_scorers(tiny_models))
     return out
 
 
 def _probe_spec(tiny_models):
     from deita_ray.runner.layout import StageLayout
-    from deita_ray.runner.map_job import ActorStep, StageSpec
+    from deita_ray.runner.spec import ActorStep, StageSpec
     from deita_ray.stages.embed import EmbedStage
 
     engine = LLMConfig(model=str(tiny_models["embedder"]), engine="fake")
@@ -82,9 +83,9 @@ def test_resuming_with_another_read_chunk_size_counts_every_row_once(tiny_models
     chunk size the read tasks have other names, and the old parts would otherwise count twice."""
     manifest = json.loads((pool_dir / "_manifest.json").read_text())
     common = dict(inputs=[str(pool_dir)], output=str(tmp_path / "out"), batch_rows=64, **_scorers(tiny_models))
-    first = score_local(ScoreJobConfig(**common))
+    first = run_step("score", **common)
     tasks_before = len(list((tmp_path / "out" / "read_stats").glob("*.parquet")))
-    again = score_local(ScoreJobConfig(**common, chunk_bytes=4096, resume=True))
+    again = run_step("score", **common, chunk_bytes=4096, resume=True)
     for summary in (first, again):
         assert summary["reconciled"] and summary["rows_in"] == manifest["rows"]
         assert summary["rows_quarantined"] == manifest["malformed"] and summary["rows_out"] == manifest["samples"]

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from deita_ray.engines.base import EngineConfig, digit_token_ids, load_tokenizer
+from deita_ray.engines.base import LLMConfig, digit_token_ids, load_tokenizer
 from deita_ray.io.reader import plan_reads, read_all
 from deita_ray.prompts import complexity_prompt, quality_prompt
 from deita_ray.reference import ReferenceScorer
@@ -125,7 +125,7 @@ def test_water_fill_cuts_longest_first():
 def test_engine_failure_gives_null_score_and_reason(tiny_models):
     tok = load_tokenizer(str(tiny_models["scorer-complexity"]))
     poison = tok.encode("zebra", add_special_tokens=False)[0]
-    cfg = EngineConfig(model=str(tiny_models["scorer-complexity"]), engine="fake", extra={"fail_on_token": poison})
+    cfg = LLMConfig(model=str(tiny_models["scorer-complexity"]), engine="fake", engine_kwargs={"fail_on_token": poison})
     stage = ScoreStage("complexity", cfg)
     table = pa.Table.from_pylist([
         {"id": "ok", "conversations": [{"from": "human", "value": "fine"}, {"from": "gpt", "value": "x"}], "num_turns": 1},
@@ -136,7 +136,7 @@ def test_engine_failure_gives_null_score_and_reason(tiny_models):
     assert out[0]["complexity_scores"][0] is not None and out[0]["complexity_reason"] is None
     assert out[1]["complexity_scores"][0] is not None and out[1]["complexity_scores"][1] is None
     assert "turn 1: engine error: RuntimeError" in out[1]["complexity_reason"]
-    q = ScoreStage("quality", EngineConfig(model=str(tiny_models["scorer-quality"]), engine="fake"))
+    q = ScoreStage("quality", LLMConfig(model=str(tiny_models["scorer-quality"]), engine="fake"))
     final = finalize_scores(q(stage(table))).to_pylist()
     assert final[0]["evol_score"] is not None
     assert final[1]["evol_score"] is None and "engine error" in final[1]["score_reason"]  # no invented 3.0

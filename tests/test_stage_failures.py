@@ -1,6 +1,7 @@
 """A command that cannot finish ends in one line naming the stage, the path and the cause, with the traceback
 kept in a log file; models are checked before Ray starts; the run stops at a step whose counts do not reconcile."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -72,10 +73,19 @@ def test_models_are_checked_before_ray_starts(case, pool_dir, tiny_models, tmp_p
     assert "Ray" not in proc.stderr and seconds < 20
 
 
-def test_the_run_stops_at_a_step_that_does_not_reconcile():
-    from deita_ray.pipeline import PipelineError, _check_step
-
-    with pytest.raises(PipelineError, match="rows in 10 != rows out 8 \\+ quarantined 1; the run stops here"):
-        _check_step("embed", {"rows_in": 10, "rows_out": 8, "rows_quarantined": 1, "reconciled": False}, "out")
-    with pytest.raises(PipelineError, match="no rows to score"):
-        _check_step("score", {"rows_in": 0, "rows_out": 0, "rows_quarantined": 0, "reconciled": True}, "out")
+def test_the_run_stops_at_a_step_whose_work_failed(ray_session, tiny_models, scorers, tmp_path):
+    """A pool whose every row is malformed: the score step fails as a whole, the run stops there with one line,
+    nothing after it runs, and no completion record lets a rerun skip it."""
+    from deita_ray.recipe.config import load_config
+    from deita_ray.recipe.pipeline import PipelineError, run_pipeline
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text('{"id": 1}\n{"conversations": "not a list"}\n')
+    out = tmp_path / "out"
+    config = load_config(None, data={"output": str(out), "inputs": [str(pool)], "report": False,
+                                     "score": {**scorers, "engine": "fake"},
+                                     "embed": {"model": str(tiny_models["embedder"]), "engine": "fake"}})
+    with pytest.raises(PipelineError, match="score: not one of 2 rows succeeded.*; the run stops here"):
+        run_pipeline(config, log=lambda *_: None)
+    assert not (out / "embeddings").exists() and not (out / "selection").exists()
+    summary = json.loads((out / "score_summary.json").read_text())  # the stage's own, never stamped as done
+    assert summary["rows_out"] == 0 and "fingerprint" not in summary

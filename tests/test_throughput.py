@@ -31,11 +31,10 @@ def test_flop_arithmetic_on_a_model_of_known_shape():
     assert measured == shape.forward([32], head_positions=32) - 2 * 3 * 64 * 32 ** 2
 
 
-def test_score_summary_reports_flops_and_its_share_of_the_limit(pool_dir, hf_configs, tmp_path):
-    from deita_ray.score_job import ScoreJobConfig, score_local
+def test_score_summary_reports_flops_and_its_share_of_the_limit(pool_dir, hf_configs, scorers, tmp_path):
+    from conftest import run_step
 
-    summary = score_local(ScoreJobConfig(inputs=[str(pool_dir / "sharegpt.jsonl")], output=str(tmp_path),
-                                         complexity=hf_configs["complexity"], quality=hf_configs["quality"]))
+    summary = run_step("score", inputs=[str(pool_dir / "sharegpt.jsonl")], output=str(tmp_path), **scorers)
     shape = ModelShape.of(hf_configs["complexity"].model)
     rows = pq.read_table(str(tmp_path / "scored"), columns=["complexity_flops", "complexity_tokens", "num_turns"])
     for flops, tokens, turns in zip(*(rows.column(c).to_pylist() for c in rows.column_names)):

@@ -62,10 +62,13 @@ def _check_run(summary, output):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sft_learns_and_saves_under_each_backend(ray_session, tiny_models, train_data, tmp_path, finished, backend):
-    summary = _train("sft", tiny_models["scorer-complexity"], train_data["sft"], tmp_path, deepspeed=backend)
+    # Any TRL option passes through untouched: here a TensorBoard log, which deita-ray itself never turns on.
+    logs = {"trl": {"report_to": "tensorboard"}} if backend == "none" else {}
+    summary = _train("sft", tiny_models["scorer-complexity"], train_data["sft"], tmp_path, deepspeed=backend, **logs)
     _check_run(summary, tmp_path)
     losses = [loss for _, loss in summary["losses"]]
     assert losses[-1] < 0.5 * losses[0], losses
+    assert bool(list((tmp_path / "logs").rglob("events.out.tfevents*"))) == bool(logs)  # OUTPUT/logs
     finished[("sft", backend)] = summary
     if ("sft", "none") in finished and backend != "none":
         # fp32 with the same data order: sharding optimizer state and parameters does not change the math.
@@ -115,10 +118,9 @@ def _labelled(n, seed):
     return rows
 
 
-def test_trained_scorer_ranks_held_out_samples(ray_session, tiny_models, hf_configs, tmp_path):
+def test_trained_scorer_ranks_held_out_samples(ray_session, tiny_models, tmp_path):
     """The Deita scorer loop for real: labels -> `train scorer` -> `deita-ray score` on unseen samples."""
-    from deita_ray.engines.base import EngineConfig
-    from deita_ray.score_job import ScoreJobConfig, score_local
+    from conftest import run_step
 
     labels = _jsonl(tmp_path / "labels.jsonl", _labelled(384, seed=1))
     summary = train(load_train_config("scorer", data={
@@ -129,9 +131,8 @@ def test_trained_scorer_ranks_held_out_samples(ray_session, tiny_models, hf_conf
     held_out = _labelled(80, seed=2)
     pool = _jsonl(tmp_path / "pool.jsonl", [{"id": f"h{i}", "conversations": [
         {"from": "human", "value": r["instruction"]}, {"from": "gpt", "value": "ok"}]} for i, r in enumerate(held_out)])
-    score_local(ScoreJobConfig(inputs=[pool], output=str(tmp_path / "scored"),
-                               complexity=EngineConfig(model=str(tmp_path / "scorer" / "model")),
-                               quality=hf_configs["quality"]))
+    run_step("score", inputs=[pool], output=str(tmp_path / "scored"),
+             complexity_model=str(tmp_path / "scorer" / "model"), quality_model=str(tiny_models["scorer-quality"]))
     import pyarrow.parquet as pq
 
     scored = {r["id"]: r["complexity_scores"][0] for r in pq.read_table(str(tmp_path / "scored" / "scored")).to_pylist()}

@@ -5,7 +5,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from deita_ray.config import ConfigError
+from deita_ray.recipe.config import ConfigError
 from deita_ray.prompts import chat
 from deita_ray.train import data
 from deita_ray.train.config import load_train_config
@@ -191,6 +191,15 @@ def test_help_shows_what_each_task_uses_and_dry_run_prints_it(tiny_models, tmp_p
     resolved = json.loads(out.stdout)
     assert (resolved["learning_rate"], resolved["epochs"], resolved["max_pairs"], resolved["beta"]) == (5e-7, 2, 10000, 0.1)
     assert "Ray" not in out.stderr and not (tmp_path / "dpo").exists()
+    common = (data, "--model", str(tiny_models["scorer-quality"]), "-o", str(tmp_path / "dpo"), "--dry-run")
+    out = run("dpo", *common, "--trl", "report_to=tensorboard", "--trl", "loss_type=[ipo]")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["trl"] == {"report_to": "tensorboard", "loss_type": ["ipo"]}
+    for bad, message in ((("--trl", "nope=1"), "trl.nope: not a field of trl.DPOConfig"),
+                         (("--trl", "output_dir=/tmp/x"), "trl.output_dir: is set by deita-ray")):
+        out = run("dpo", *common, *bad)
+        assert out.returncode == 2 and out.stderr.startswith(f"deita-ray: error: {message}"), out.stderr
+        assert out.stderr.count("\n") == 1, out.stderr
 
 
 def test_train_config_presets_overrides_and_errors(tiny_models, tmp_path):

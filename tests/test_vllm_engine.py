@@ -16,10 +16,10 @@ CONTEXT = 128  # small on purpose: some pool prompts exceed it, so truncation is
 @pytest.fixture(scope="module")
 def vllm_engine(tiny_models):
     pytest.importorskip("vllm")
-    from deita_ray.engines.base import EngineConfig, make_engine
+    from deita_ray.engines.base import LLMConfig, make_engine
 
     # One engine start (~20 s on CPU) serves both templates: the prompt kind is the scorer's, the weights the engine's.
-    engine = make_engine(EngineConfig(model=str(tiny_models["scorer-complexity"]), engine="vllm", max_length=CONTEXT,
+    engine = make_engine(LLMConfig(model=str(tiny_models["scorer-complexity"]), engine="vllm", max_length=CONTEXT,
                                       enforce_eager=True))
     yield engine
     engine.close()
@@ -93,16 +93,16 @@ def test_teacher_forced_vllm_judge_with_batches_in_flight_on_ray_equals_in_proce
     import pyarrow.parquet as pq
 
     from deita_ray.io.writer import write_part
-    from deita_ray.judge_job import JudgeSection, judge_local, judge_pool
+    from conftest import run_step
 
     chains = [{"id": f"c{i}", "mode": "complexity" if i % 2 else "quality", "instruction": f"Question {i}?",
                "variants": [f"Variant {i}.{r} " + "more " * (r + i % 5) for r in range(2 + i % 5)]} for i in range(24)]
     evolved = tmp_path / "evolved"
     write_part(pa.Table.from_pylist(chains), str(evolved), "part-0.parquet")
-    section = JudgeSection(model=str(tiny_models["scorer-complexity"]), engine="vllm", method="teacher-force",
-                           batch_rows=2, batches_in_flight=4, cpus_per_replica=0.5, max_length=512, enforce_eager=True)
-    on_ray = judge_pool(section.job([str(evolved)], str(tmp_path / "ray")))
-    local = judge_local(section.job([str(evolved)], str(tmp_path / "local")))
+    judge = dict(model=str(tiny_models["scorer-complexity"]), engine="vllm", method="teacher-force", batch_rows=2,
+                 batches_in_flight=4, cpus_per_replica=0.5, max_length=512, enforce_eager=True, inputs=[str(evolved)])
+    on_ray = run_step("judge", "ray", output=str(tmp_path / "ray"), **judge)
+    local = run_step("judge", output=str(tmp_path / "local"), **judge)
     assert on_ray["reconciled"] and on_ray["rows_out"] == local["rows_out"] == 24
     columns = ["id", "judge_status", "scores", "judgement"]
     rows = {name: sorted(pq.read_table(str(tmp_path / name / "judged"), columns=columns).to_pylist(),
@@ -111,21 +111,16 @@ def test_teacher_forced_vllm_judge_with_batches_in_flight_on_ray_equals_in_proce
 
 
 @pytest.mark.ray
-def test_vllm_inside_ray_actors_equals_in_process_hf(ray_session, tiny_models, hf_configs, pool_dir, tmp_path):
+def test_vllm_inside_ray_actors_equals_in_process_hf(ray_session, scorers, pool_dir, tmp_path):
     """The way users run it: vLLM engines in Ray Data actor pools (one per scorer), against the in-process hf run."""
     import pyarrow.parquet as pq
 
-    from deita_ray.engines.base import EngineConfig
-    from deita_ray.score_job import ScoreJobConfig, score_local, score_pool
-
-    def vllm(kind):
-        return EngineConfig(model=str(tiny_models[f"scorer-{kind}"]), engine="vllm", enforce_eager=True)
+    from conftest import run_step
 
     inputs = [str(pool_dir / "messages.parquet")]
-    on_ray = score_pool(ScoreJobConfig(inputs=inputs, output=str(tmp_path / "vllm"), complexity=vllm("complexity"),
-                                       quality=vllm("quality"), cpus_per_replica=0.5, batch_rows=32))
-    local = score_local(ScoreJobConfig(inputs=inputs, output=str(tmp_path / "hf"), complexity=hf_configs["complexity"],
-                                       quality=hf_configs["quality"]))
+    on_ray = run_step("score", "ray", inputs=inputs, output=str(tmp_path / "vllm"), **scorers, engine="vllm",
+                      enforce_eager=True, cpus_per_replica=0.5, batch_rows=32)
+    local = run_step("score", inputs=inputs, output=str(tmp_path / "hf"), **scorers)
     assert on_ray["reconciled"] and on_ray["rows_out"] == local["rows_out"] > 0
     ours = {r["id"]: r for r in pq.read_table(str(tmp_path / "vllm" / "scored")).to_pylist()}
     ref = {r["id"]: r for r in pq.read_table(str(tmp_path / "hf" / "scored")).to_pylist()}
@@ -138,17 +133,17 @@ def test_vllm_inside_ray_actors_equals_in_process_hf(ray_session, tiny_models, h
 def test_vllm_embeddings_agree_with_transformers(tiny_models, pool_dir):
     """vLLM's pooling runner (LAST pooling) and the transformers embedder give the same vectors."""
     pytest.importorskip("vllm")
-    from deita_ray.engines.config import EmbedderConfig
+    from deita_ray.engines.config import LLMConfig
     from deita_ray.engines.vllm import VLLMEngine
     from deita_ray.stages.embed import EmbedStage
 
     pool, _ = read_all(plan_reads([str(pool_dir / "sharegpt.jsonl")]))
     batch = pool.slice(0, 40)
     path = str(tiny_models["embedder"])
-    hf = EmbedStage(EmbedderConfig(model=path, max_length=CONTEXT), out_dtype="float32")(batch)
-    engine = VLLMEngine(EmbedderConfig(model=path, engine="vllm", max_length=CONTEXT, enforce_eager=True))
+    hf = EmbedStage(LLMConfig(model=path, max_length=CONTEXT), out_dtype="float32")(batch)
+    engine = VLLMEngine(LLMConfig(model=path, engine="vllm", max_length=CONTEXT, enforce_eager=True))
     try:
-        ours = EmbedStage(EmbedderConfig(model=path, engine="vllm", max_length=CONTEXT), out_dtype="float32",
+        ours = EmbedStage(LLMConfig(model=path, engine="vllm", max_length=CONTEXT), out_dtype="float32",
                           engine=engine)(batch)
     finally:
         engine.close()

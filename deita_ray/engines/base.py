@@ -15,12 +15,11 @@ from typing import Protocol
 
 import numpy as np
 
-from deita_ray.engines.config import EmbedderConfig, EngineConfig, Generation, LLMConfig, Sampling  # noqa: F401
+from deita_ray.engines.config import Generation, LLMConfig, Sampling  # noqa: F401
 from deita_ray.prompts.tokens import digit_token_ids, load_tokenizer  # noqa: F401 (engines' callers use them here)
 
 VERBS = ("token_logits", "embed", "generate")
 SUPPORTS = {"hf": VERBS, "vllm": VERBS, "fake": VERBS, "sentence-transformers": ("embed",), "http": ("generate",)}
-ENGINES = tuple(SUPPORTS)
 
 
 class Engine(Protocol):

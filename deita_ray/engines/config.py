@@ -13,9 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from deita_ray.configlib import check, option, section
+from deita_ray.configlib import option, section
 
-BACKENDS = ("hf", "vllm", "sentence-transformers", "fake", "http")
 MINILM = "all-MiniLM-L6-v2"
 
 
@@ -50,6 +49,17 @@ class EngineOptions:
               "lower it when several engines share a GPU", gt=0, le=1)
     enforce_eager: bool | None = option(None, "vllm: skip CUDA-graph capture (default: on for the CPU build, which "
                                               "needs it; off on GPUs)")
+    engine_kwargs: dict = option(default_factory=dict, help="passed to the engine's constructor untouched (vllm: any "
+                                                           "vllm.LLM argument, e.g. max_num_seqs; hf: from_pretrained "
+                                                           "arguments)")
+
+
+def llm_config(options, model: str, **more) -> "LLMConfig":
+    """The LLMConfig of a step's options (any class with some of its fields, e.g. EngineOptions + ServingOptions)
+    for one model: the one place a step's engine options become an engine's config."""
+    names = {f.name for f in dataclasses.fields(LLMConfig)} - {"model"}
+    values = {n: getattr(options, n) for n in names if hasattr(options, n)}
+    return LLMConfig(model=model, **{**values, **more})
 
 
 @section
@@ -79,10 +89,8 @@ class LLMConfig(ServingOptions, EngineOptions):
     max_batch_tokens: int = option(32768, "hf: cap on padded tokens per forward pass", ge=1)
     share_prefix: bool = option(True, "hf scoring: run the prompts' common template prefix once per batch")
     pooling: Literal["last", "mean"] = option("last", "embedding: last token (the Deita reference) or mean")
-    extra: dict = option(default_factory=dict)  # passed to the backend's constructor as is
 
     def __post_init__(self):
-        check(self)
         self.model = resolve_model(self.model)
 
     @property
@@ -113,8 +121,6 @@ class Sampling:
     stop: list[str] = option(default_factory=list)
     regex: str | None = option(None, "constrain the output to this regular expression (vllm, http to vllm serve)")
 
-    def __post_init__(self):
-        check(self)
 
     def for_request(self, seed: int | None) -> "Sampling":
         """The same settings with one request's own seed (reproducible whatever the batching)."""
@@ -147,5 +153,3 @@ class Generation:
         return self.n_tokens if self.n_tokens is not None else len(self.token_ids)
 
 
-EngineConfig = LLMConfig       # the names the scoring and embedding code grew up with
-EmbedderConfig = LLMConfig

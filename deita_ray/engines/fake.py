@@ -1,7 +1,7 @@
 """Deterministic fake engine for plumbing tests: every output is a hash of the input's token ids.
 
 No model weights are read (only `max_length` from the config), so Ray and I/O tests run in
-milliseconds. Never used for real results; the real engines have their own tests. `extra`:
+milliseconds. Never used for real results; the real engines have their own tests. `engine_kwargs`:
 `fail_on_token` makes any input holding that token id raise `fail_with` (RuntimeError by default;
 TimeoutError or MemoryError for transient failures), to test per-row failures; `die_once` (a file
 path) kills the first process that generates, once.
@@ -28,13 +28,13 @@ class FakeEngine:
     def __init__(self, config: LLMConfig):
         self.config = config
         self.context_length = config.max_length or 512
-        self.fail_on_token = config.extra.get("fail_on_token")
+        self.fail_on_token = config.engine_kwargs.get("fail_on_token")
         # The exception class raised there: RuntimeError (a permanent failure) or e.g. TimeoutError (transient).
         self.fail_with = {"RuntimeError": RuntimeError, "TimeoutError": TimeoutError,
-                          "MemoryError": MemoryError}[config.extra.get("fail_with", "RuntimeError")]
+                          "MemoryError": MemoryError}[config.engine_kwargs.get("fail_with", "RuntimeError")]
         # A file path: the first process to generate creates it and kills itself (SIGKILL), once per path,
         # so tests can kill an actor mid-generation.
-        self.die_once = config.extra.get("die_once")
+        self.die_once = config.engine_kwargs.get("die_once")
 
     def _maybe_die(self) -> None:
         import os

@@ -75,7 +75,7 @@ class HFEngine:
         dtype = getattr(torch, name) if name != "auto" else "auto"
         # Loaded straight onto the device (a 13B model need not pass through host memory first).
         self.model = AutoModelForCausalLM.from_pretrained(
-            config.model, **{"dtype": dtype, "device_map": load_device_map(self.device), **config.extra}).eval()
+            config.model, **{"dtype": dtype, "device_map": load_device_map(self.device), **config.engine_kwargs}).eval()
         self._tokenizer = None
         model_config = AutoConfig.from_pretrained(config.model)
         native = getattr(model_config, "max_position_embeddings", None) or 2048
@@ -162,9 +162,9 @@ class HFEngine:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            from deita_ray.prompts.tokens import hf_tokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(self.config.model)
+            self._tokenizer = hf_tokenizer(self.config.model)
         return self._tokenizer
 
     def generate(self, prompts: list, sampling: Sampling, seeds: list[int | None] | None = None) -> list[Generation]:

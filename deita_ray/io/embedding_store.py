@@ -17,6 +17,7 @@ import tempfile
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from deita_ray.io import fs
 
@@ -152,3 +153,38 @@ class EmbeddingStore:
             finally:
                 os.close(fd)
         return out
+
+    def vectors(self, ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+        """(ids, float32 vectors): every stored vector, or those of `ids` in that order (KeyError for an id with
+        none). O(rows x dim) memory: for a pool that fits in RAM; the selector streams instead."""
+        index = self.index.filter(pc.is_valid(self.index.column("shard")))
+        where = {sid: k for k, sid in enumerate(index.column("id").to_pylist())}
+        if ids is None:
+            ids = index.column("id").to_pylist()
+        missing = [sid for sid in ids if sid not in where]
+        if missing:
+            raise KeyError(f"no vector for {len(missing):,} id(s), e.g. {missing[0]!r}")
+        take = np.asarray([where[sid] for sid in ids], dtype=np.int64)
+        shards, rows = index.column("shard").to_pylist(), index.column("row").to_numpy()
+        return list(ids), self.gather([shards[k] for k in take], rows[take])
+
+    def to_parquet(self, path: str, rows_per_part: int = 65536) -> int:
+        """Every vector as one Parquet file (`id`, `embedding`: a fixed-size list of the stored dtype), opened by
+        pandas, Polars or `datasets.Dataset.from_parquet` without deita_ray; written whole or not at all."""
+        import pyarrow.parquet as pq
+
+        ids = self.index.filter(pc.is_valid(self.index.column("shard"))).column("id").to_pylist()
+        dtype = self._shard(self.index.column("shard").drop_null()[0].as_py())[2] if ids else np.dtype("float32")
+        schema = pa.schema([("id", pa.string()), ("embedding", pa.list_(pa.from_numpy_dtype(dtype), self.dim))])
+        with fs.open_for_write(path, binary=True) as target, pq.ParquetWriter(target.file, schema) as writer:
+            for start in range(0, len(ids), rows_per_part):
+                chunk, vectors = self.vectors(ids[start:start + rows_per_part])
+                values = pa.array(vectors.astype(dtype).reshape(-1))
+                writer.write_table(pa.table({"id": chunk, "embedding": pa.FixedSizeListArray.from_arrays(
+                    values, self.dim)}, schema=schema))
+        return len(ids)
+
+
+def load_embeddings(directory: str, ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """The vectors `deita-ray embed` stored under `directory` (OUT/embeddings): (ids, float32 array)."""
+    return EmbeddingStore(directory).vectors(ids)

@@ -35,10 +35,6 @@ def url_to_fs(url: str):
         return fsspec.core.url_to_fs(url)
 
 
-def join(base: str, *parts: str) -> str:
-    return posixpath.join(base, *parts)
-
-
 def is_local(url: str) -> bool:
     from fsspec.implementations.local import LocalFileSystem
 
@@ -91,16 +87,9 @@ def read_json(url: str):
 
 def write_bytes(url: str, data: bytes) -> str:
     """Write a whole file atomically: a temporary name beside it, then a rename."""
-    fs, path = url_to_fs(url)
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    temporary = posixpath.join(parent, f"_{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.inprogress")
-    with discarded_on_failure(fs, temporary):
-        with fs.open(temporary, "wb") as f:
-            f.write(data)
-        fs.mv(temporary, path)
-    return path
+    with open_for_write(url, binary=True) as f:
+        f.write(data)
+    return f.path
 
 
 class discarded_on_failure:
@@ -196,12 +185,10 @@ class _AtomicWriter:
         return self
 
     def __exit__(self, kind, value, tb):
-        with discarded_on_failure(self.fs, self.temporary):
-            try:
-                self.file.close()  # flushing may fail too (a full disk)
-            finally:
-                if kind is not None and self.fs.exists(self.temporary):
-                    self.fs.rm_file(self.temporary)
+        with discarded_on_failure(self.fs, self.temporary):  # closing (flushing) can fail too: a full disk
+            self.file.close()
             if kind is None:
                 self.fs.mv(self.temporary, self.path)
+            else:
+                self.fs.rm_file(self.temporary)
         return False

@@ -1,4 +1,4 @@
-"""The one failure policy: every row a stage cannot process goes to quarantine with a reason and a class.
+"""Quarantine: every row a stage cannot process goes there with a reason and a class (stages/failures.py decides it).
 
 - permanent: the input is bad (malformed record, a prompt the engine rejects); never retried.
 - transient: the machine failed (out of memory, a timeout, an engine or worker that died); a resumed
@@ -32,31 +32,6 @@ QUARANTINE_SCHEMA = pa.schema([
     ("position", pa.int64()),
     ("failure", pa.string()),   # permanent | transient
 ])
-
-_TRANSIENT_NAMES = ("OutOfMemory", "Timeout", "ActorDied", "ActorUnavailable", "WorkerCrashed", "ObjectLost",
-                    "NodeDied", "EngineDead", "EngineDeadError", "ConnectionError", "ServiceUnavailable")
-
-
-def failure_class(exc: BaseException) -> str:
-    """transient for resource and infrastructure failures (worth a retry on resume), else permanent."""
-    if isinstance(exc, (MemoryError, TimeoutError, ConnectionError)):
-        return TRANSIENT
-    names = [cls.__name__ for cls in type(exc).__mro__]
-    return TRANSIENT if any(key in name for name in names for key in _TRANSIENT_NAMES) else PERMANENT
-
-
-def is_fatal(exc: BaseException) -> bool:
-    """A failure of the command, not of a row: the engine cannot serve anything as configured (a refused API
-    key, a wrong URL; such exceptions say `fatal = True`). No row is blamed for it: the stage stops."""
-    return bool(getattr(exc, "fatal", False))
-
-
-def engine_error(exc: BaseException) -> tuple[str, str]:
-    """(reason, class) for an exception an engine raised on some rows; a fatal one is raised again."""
-    if is_fatal(exc):
-        raise exc
-    return f"engine error: {type(exc).__name__}: {exc}"[:500], failure_class(exc)
-
 
 def mark_failures(table: pa.Table, failures: list[tuple[str, str] | None]) -> pa.Table:
     """Append (or merge into) the failure columns: one (reason, class) or None per row."""

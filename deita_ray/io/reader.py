@@ -25,7 +25,9 @@ from deita_ray.io.fs import url_to_fs
 from deita_ray.io.formats import FORMATS, BadRow, detect_format, to_conversation, turn_pairs
 from deita_ray.io.quarantine import PERMANENT, QUARANTINE_SCHEMA
 
-EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".arrow": "arrow"}
+# What Hugging Face `datasets.save_to_disk` writes beside its .arrow files: metadata, not records.
+DATASETS_METADATA = ("dataset_info.json", "state.json", "dataset_dict.json")
 # Compressed JSON/JSONL, recognised by extension and decompressed while reading (one read task per file).
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
 PLAN_PARSE_BYTES = 64 << 20  # .json arrays up to this size are parsed while planning (file errors surface at once)
@@ -47,7 +49,7 @@ class InputError(ValueError):
 @dataclass(frozen=True)
 class ReadTask:
     url: str            # the file, as a URL any worker can open with fsspec
-    kind: str           # "jsonl" | "json" | "parquet"
+    kind: str           # "jsonl" | "json" | "parquet" | "arrow"
     fmt: str | None     # "sharegpt" | "alpaca" | "messages"; None: detect from the file's first good record
     start: int = 0      # byte range [start, end) for JSONL chunks
     end: int = -1
@@ -66,6 +68,9 @@ def expand_inputs(url: str, not_read: list[str] | None = None) -> list[str]:
         found = sorted(fs.glob(path))
     elif fs.isdir(path):
         listed = [p for p in sorted(fs.find(path)) if not posixpath.basename(p).startswith(("_", "."))]
+        arrow_dirs = {posixpath.dirname(p) for p in listed if p.endswith(".arrow")}
+        listed = [p for p in listed if not (posixpath.basename(p) in DATASETS_METADATA and (
+            posixpath.dirname(p) in arrow_dirs or posixpath.basename(p) == "dataset_dict.json"))]
         found = [p for p in listed if _kind(p, strict=False)]
         if not_read is not None:
             not_read += [fs.unstrip_protocol(p) if "://" in url else p for p in listed if not _kind(p, strict=False)]
@@ -75,7 +80,7 @@ def expand_inputs(url: str, not_read: list[str] | None = None) -> list[str]:
         raise InputError(f"input not found: {url}")
     files = [p for p in found if not fs.isdir(p)]
     if not files:
-        raise InputError(f"no .jsonl/.json/.parquet files under {url}")
+        raise InputError(f"no .jsonl/.json/.parquet/.arrow files under {url}")
     return [fs.unstrip_protocol(p) if "://" in url else p for p in files]
 
 
@@ -117,11 +122,11 @@ def _kind(path: str, strict: bool = True) -> str | None:
             name = name[: -len(ext)]
             break
     for ext, kind in EXTENSIONS.items():
-        if name.endswith(ext) and not (kind == "parquet" and name != path.lower()):
+        if name.endswith(ext) and not (kind in ("parquet", "arrow") and name != path.lower()):
             return kind
     if strict:
-        raise InputError(f"unsupported file type (want .jsonl, .json or .parquet, optionally .gz/.zst/.bz2 for "
-                         f"JSON and JSONL): {path}")
+        raise InputError(f"unsupported file type (want .jsonl, .json, .parquet or .arrow, optionally .gz/.zst/.bz2 "
+                         f"for JSON and JSONL): {path}")
     return None
 
 
@@ -141,11 +146,37 @@ def _peek_jsonl_format(fs, path: str, limit: int = 1 << 16) -> str | None:
     return None
 
 
-def _parquet_format(fs, path: str) -> str | None:
+def _arrow_batches(f) -> Iterator[pa.RecordBatch]:
+    """The record batches of an Arrow IPC file: the file format (Feather v2, Polars), or the stream format that
+    Hugging Face `datasets.save_to_disk` writes."""
+    import pyarrow.ipc as ipc
+
+    try:
+        reader = ipc.open_file(f)
+        for k in range(reader.num_record_batches):
+            yield reader.get_batch(k)
+    except pa.ArrowInvalid:
+        f.seek(0)
+        yield from ipc.open_stream(f)
+
+
+def _schema_names(fs, path: str, kind: str) -> set[str]:
     import pyarrow.parquet as pq
 
     with fs.open(path, "rb") as f:
-        names = set(pq.ParquetFile(f).schema_arrow.names)
+        if kind == "parquet":
+            return set(pq.ParquetFile(f).schema_arrow.names)
+        import pyarrow.ipc as ipc
+
+        try:
+            return set(ipc.open_file(f).schema.names)
+        except pa.ArrowInvalid:
+            f.seek(0)
+            return set(ipc.open_stream(f).schema.names)
+
+
+def _parquet_format(fs, path: str, kind: str = "parquet") -> str | None:
+    names = _schema_names(fs, path, kind)
     for key, fmt in (("conversations", "sharegpt"), ("messages", "messages"), ("instruction", "alpaca")):
         if key in names:
             return fmt
@@ -169,8 +200,8 @@ def plan_reads(inputs: list[str], input_format: str | None = None, chunk_bytes: 
                 size = fs.size(path)
                 with open_binary(fs, path) as f:
                     f.read(1)
-                if kind == "parquet":
-                    fmt = input_format or _parquet_format(fs, path)
+                if kind in ("parquet", "arrow"):
+                    fmt = input_format or _parquet_format(fs, path, kind)
                 elif kind == "jsonl":
                     fmt = input_format or _peek_jsonl_format(fs, path)
                 else:
@@ -265,7 +296,8 @@ def _records(task: ReadTask) -> Iterator[tuple[int, Any, str, str | None]]:
 
         with fs.open(path, "rb") as f:
             pos = 0
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=4096):
+            batches = pq.ParquetFile(f).iter_batches(batch_size=4096) if task.kind == "parquet" else _arrow_batches(f)
+            for batch in batches:
                 for record in batch.to_pylist():
                     yield pos, record, json.dumps(record, ensure_ascii=False, default=str), None
                     pos += 1

@@ -1,14 +1,13 @@
 """Write Parquet parts on any fsspec filesystem, and count what was written.
 
 Parts are named from what they hold (read task, ids), so a rerun overwrites rather than doubles
-them; `write_table_atomic` renames a finished file into place. `count_rows` reads only Parquet footers.
+them; `write_part` renames a finished file into place (io/fs.open_for_write). `count_rows` reads only Parquet footers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import posixpath
-import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,22 +37,12 @@ def arrow_filesystem(url: str):
 def write_part(table: pa.Table, directory: str, name: str) -> str:
     """A Parquet file that appears under its name only once complete (a temporary name, then a
     rename), so a process killed mid-write never leaves a truncated part for a resume to trip on."""
-    fs, path = _fs(directory)
-    fs.makedirs(path, exist_ok=True)
-    target = posixpath.join(path, name)
-    temporary = posixpath.join(path, f"_{name}.{uuid.uuid4().hex[:8]}.inprogress")
-    from deita_ray.io.fs import discarded_on_failure
+    from deita_ray.io.fs import open_for_write
 
-    with discarded_on_failure(fs, temporary):
-        with fs.open(temporary, "wb") as f:
-            pq.write_table(table, f)
-        fs.mv(temporary, target)
-    return target
-
-
-def write_table_atomic(table: pa.Table, directory: str, name: str) -> str:
-    """= write_part (every part is written atomically); the name says so where it matters to a reader."""
-    return write_part(table, directory, name)
+    target = posixpath.join(directory, name)
+    with open_for_write(target, binary=True) as f:
+        pq.write_table(table, f.file)
+    return _fs(target)[1]
 
 
 def part_name(prefix: str, key: str, index: int) -> str:

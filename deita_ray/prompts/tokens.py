@@ -68,9 +68,17 @@ def load_tokenizer(model: str):
     spm = sentencepiece_model(model)
     if spm is not None:
         return SentencePieceTokenizer(spm)
+    return hf_tokenizer(model)
+
+
+def hf_tokenizer(model: str):
+    """The model's transformers tokenizer. Every cut to a context is ours (to the engine's, flagged where it
+    happens), so the tokenizer's own limit is lifted: its warning about long inputs would only repeat ours."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.model_max_length = int(1e30)
+    return tokenizer
 
 
 def digit_token_ids(tokenizer) -> list[int]:

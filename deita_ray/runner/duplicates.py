@@ -7,11 +7,10 @@ import posixpath
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deita_ray.io import fs
 from deita_ray.io.quarantine import PERMANENT, part_for, quarantine_rows, raw_record
 from deita_ray.io.writer import list_parts, write_part
 from deita_ray.runner.layout import StageLayout
-from deita_ray.runner.map_job import _done_key
+from deita_ray.runner.resume import row_keys
 
 
 def dedupe_ids(layout: StageLayout) -> int:
@@ -23,7 +22,6 @@ def dedupe_ids(layout: StageLayout) -> int:
     parts = list_parts(layout.parts)
     if not parts:
         return 0
-    filesystem = fs.url_to_fs(layout.parts)[0]
     from deita_ray.io.writer import arrow_filesystem
 
     afs = arrow_filesystem(layout.parts)
@@ -49,7 +47,7 @@ def dedupe_ids(layout: StageLayout) -> int:
     for index, losers in sorted(losers_by_part.items()):
         table = pq.read_table(parts[index], filesystem=afs)
         lost = {(r["id"], r["source"], r["position"]) for r in losers}
-        mask = pa.array([k in lost for k in _done_key(table)])
+        mask = pa.array([k in lost for k in row_keys(table)])
         bad = table.filter(mask).to_pylist()
         reasons = ["duplicate id: an earlier row has the same id (first kept; ids compare as strings, so 3 and \"3\" "
                    "collide)"] * len(bad)
@@ -57,11 +55,6 @@ def dedupe_ids(layout: StageLayout) -> int:
         write_part(quarantine_rows(ids, layout.stage, reasons, [raw_record(r) for r in bad],
                                    [r.get("source") for r in bad], [r.get("position") for r in bad]),
                    layout.quarantine, part_for(f"{layout.stage}-duplicates", PERMANENT, ids))
-        kept = table.filter(pc.invert(mask))
-        # parts[] are paths inside the filesystem (a bucket's keys), so write through it, not through a URL.
-        temporary = posixpath.join(posixpath.dirname(parts[index]), f"_{posixpath.basename(parts[index])}.inprogress")
-        with filesystem.open(temporary, "wb") as f:
-            pq.write_table(kept, f)
-        filesystem.mv(temporary, parts[index])
+        write_part(table.filter(pc.invert(mask)), layout.parts, posixpath.basename(parts[index]))  # replaced whole
         total += len(bad)
     return total

@@ -54,10 +54,6 @@ class StageLayout:
     def summary(self) -> str:
         return self._join(f"{self.stage}_summary.json")
 
-    @property
-    def started(self) -> str:
-        return self._join(f"_{self.stage}_started.json")
-
 
 LAYOUTS = {
     "score": StageLayout("score", "scored", "quarantine", "read_stats"),

@@ -1,10 +1,24 @@
-"""Options every map stage shares, declared once: actor resources and how inputs are read."""
+"""Options every step shares, declared once: where it reads and writes, actor resources, how inputs are read."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from deita_ray.configlib import check, option, section
+from deita_ray.configlib import option, section
+
+
+@section
+class JobIO:
+    """What a step reads and where it writes: set by the command line (positionals, -o, --overwrite, --resume) or by
+    the run (never keys of a run config's section)."""
+
+    inputs: list[str] = option(default_factory=list, help="input files, directories or globs", flag=False,
+                               section=False)
+    output: str = option("", "output directory (local or an object store)", flag=False, section=False)
+    overwrite: bool = option(False, "replace what an earlier run wrote there (only the files deita-ray wrote)",
+                             flag=False, section=False)
+    resume: bool = option(False, "continue an interrupted run: keep what it finished, do the rest", flag=False,
+                          section=False)
 
 
 @section
@@ -16,21 +30,29 @@ class ActorResources:
               "when there are fewer GPUs than actors; 0 without GPUs). 0 hides the GPUs from the actor", ge=0)
     batch_rows: int = option(256, "samples per batch handed to an actor", ge=1)
 
-    def __post_init__(self):
-        check(self)
+
+ASYNC_ENGINES = ("vllm", "http")  # engines with `submit`: several batches per actor keep them busy
+
+
+@section
+class InFlight:
+    """What every generating step shares: batches an actor works on at once."""
+
+    batches_in_flight: int = option(4, "batches one actor works on at once, sharing its engine (vllm, http; the "
+                                       "other engines take one at a time)", ge=1)
+
+    def concurrency(self, engine: str) -> int:
+        return self.batches_in_flight if engine in ASYNC_ENGINES else 1
 
 
 @section
 class ReadOptions:
     input_format: Literal["sharegpt", "alpaca", "messages"] | None = option(
-        None, "force an input format (default: detect per file)")
+        None, "force an input format (default: detect per file)", section=False)
     block_rows: int = option(1024, "samples per block produced by a read task", ge=1, flag=False)
     chunk_bytes: int = option(16 << 20, "JSONL files are split into read tasks of this many bytes", ge=1, flag=False)
     allow_partial: bool = option(False, "read another step's output although its completion record is missing "
                                         "(that step was interrupted); the summary records it")
-
-    def __post_init__(self):
-        check(self)
 
 
 def check_gpus(engine: str, tensor_parallel_size: int, gpus_per_replica: float | None, prefix: str) -> None:

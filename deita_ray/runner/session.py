@@ -50,6 +50,11 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # goes into the environment that the Ray processes started now inherit.
     port = _free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    # Ray 2.60 turns token authentication on for a local Ray and says so in a warning each time; on is what we want,
+    # so the warning is no news (RAY_AUTH_MODE cannot be set here instead: Ray reads it when it is imported).
+    from deita_ray.runner.quiet import drop_log_lines
+
+    drop_log_lines("ray._private.authentication.authentication_token_setup", "Token authentication is enabled")
     ray.init(num_cpus=local_cpus(num_cpus), include_dashboard=True, dashboard_port=port)
 
 

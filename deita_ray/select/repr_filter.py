@@ -94,6 +94,8 @@ def _run_filter(blocks, index, budget: int, threshold: float) -> FilterResult:
         accepted_slots = np.empty(len(survivors), dtype=np.int64)
         n_accepted = 0
         accepted_rows: list[int] = []
+        visits: list[tuple[int, int]] = []     # (entry in result.visit_similarity, slot) of the survivors visited
+        rejected: list[tuple[int, int]] = []   # (entry, row) of the candidates the index rejected
         room = budget - len(result.kept)
         for row in range(len(block)):
             if n_accepted >= room:
@@ -105,8 +107,10 @@ def _run_filter(blocks, index, budget: int, threshold: float) -> FilterResult:
                 result.rejected.append(int(positions[row]))
                 result.rejected_nearest.append(result.kept[nearest[row]])
                 result.rejected_similarity.append(float(sims[row]))
+                rejected.append((len(result.visit_similarity) - 1, row))
                 continue
             s = slot[row]
+            visits.append((len(result.visit_similarity) - 1, s))
             if n_accepted and needs_check[s]:
                 hit, j, sim = _exceeds_accepted(block, gram[s, accepted_slots[:n_accepted]], accepted_rows, row,
                                                 threshold, err)
@@ -119,9 +123,34 @@ def _run_filter(blocks, index, budget: int, threshold: float) -> FilterResult:
             accepted_slots[n_accepted] = s
             n_accepted += 1
             accepted_rows.append(row)
+        _nearest_in_block(result.visit_similarity, visits, gram, accepted_slots[:n_accepted], rejected, block,
+                          np.asarray(accepted_rows, dtype=np.int64))
         index.add(block[accepted_rows])
         result.kept.extend(int(p) for p in positions[accepted_rows])
     return result
+
+
+def _nearest_in_block(similarity: list, visits: list, gram: np.ndarray, accepted: np.ndarray, rejected: list,
+                      block: np.ndarray, accepted_rows: np.ndarray) -> None:
+    """Each visited candidate's similarity to the nearest sample kept when it was visited: the index's (earlier
+    blocks) or one accepted earlier in this block, whichever is nearer. Survivors read the in-block Gram matrix;
+    the few the index rejected get one small product. Vectorised per block; the report plots it for every
+    visited candidate."""
+    if not len(accepted):
+        return
+    nearer = []
+    if visits:
+        entries, slots = (np.asarray(x) for x in zip(*visits))
+        nearer.append((entries, np.where(accepted[None, :] < slots[:, None], gram[np.ix_(slots, accepted)],
+                                         -np.inf).max(axis=1)))
+    if rejected:
+        entries, rows = (np.asarray(x) for x in zip(*rejected))
+        sims = np.where(accepted_rows[None, :] < rows[:, None], block[rows] @ block[accepted_rows].T, -np.inf)
+        nearer.append((entries, sims.max(axis=1)))
+    for entries, values in nearer:
+        for entry, value in zip(entries.tolist(), values.tolist()):
+            if value > similarity[entry]:
+                similarity[entry] = value
 
 
 GRAM_ROWS = 256  # rows of the in-block similarity computed at once

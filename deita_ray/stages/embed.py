@@ -1,6 +1,6 @@
 """The embedding stage: one L2-normalised vector per conversation, over Arrow batches.
 
-Plain Python, no Ray: `EmbedStage(EmbedderConfig(...))(table)` appends `embedding`
+Plain Python, no Ray: `EmbedStage(LLMConfig(...))(table)` appends `embedding`
 (fixed-size list of float16 or float32; null where it could not be computed), `embed_truncated`,
 `embed_tokens`, `embed_flops` (the model FLOPs of the row, engines/flops.py) and `embed_reason`. Conversations are rendered with the Vicuna v1.1 template
 (Deita embeds with the model to be trained, on that template); sentence-transformers models get
@@ -14,11 +14,12 @@ import numpy as np
 import pyarrow as pa
 
 from deita_ray.engines.base import close_engine, load_tokenizer, make_engine
-from deita_ray.engines.config import EmbedderConfig
+from deita_ray.engines.config import LLMConfig
 from deita_ray.engines.flops import shape_of_engine
 from deita_ray.io.formats import turn_pairs
 from deita_ray.prompts import chat
-from deita_ray.io.quarantine import PERMANENT, engine_error, mark_failures
+from deita_ray.io.quarantine import PERMANENT, mark_failures
+from deita_ray.stages.failures import classify, each_or_one
 
 TEMPLATES = ("auto", "vicuna", "plain")
 
@@ -37,7 +38,7 @@ class EmbedStage:
     teardown() frees it. A row without a vector (engine failure, zero or non-finite vector) keeps a
     null `embedding` and a reason, and is marked failed so the runner quarantines it."""
 
-    def __init__(self, config: EmbedderConfig, template: str = "auto", out_dtype: str = "float16", engine=None):
+    def __init__(self, config: LLMConfig, template: str = "auto", out_dtype: str = "float16", engine=None):
         if template not in TEMPLATES:
             raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
         if out_dtype not in ("float16", "float32"):
@@ -71,20 +72,13 @@ class EmbedStage:
         """Normalised vectors; a batch failure is retried row by row so only bad rows lose theirs."""
         reasons: list[str | None] = [None] * len(inputs)
         self._failures = [None] * len(inputs)
-        try:
-            raw = self.engine.embed(inputs)
-        except Exception:
-            rows = []
-            for i, item in enumerate(inputs):
-                try:
-                    rows.append(self.engine.embed([item])[0])
-                except Exception as exc:
-                    self._failures[i] = engine_error(exc)
-                    reasons[i] = self._failures[i][0]
-                    rows.append(None)
-            dim = next((len(r) for r in rows if r is not None), 0)
-            raw = np.array([r if r is not None else np.full(dim, np.nan) for r in rows], dtype=np.float32)
-        raw = raw.astype(np.float32)
+        rows = each_or_one(self.engine.embed, inputs)
+        for i, row in enumerate(rows):
+            if isinstance(row, Exception):
+                self._failures[i] = classify(row)
+                reasons[i] = self._failures[i][0]
+        dim = next((len(r) for r in rows if not isinstance(r, Exception)), 0)
+        raw = np.array([np.full(dim, np.nan) if isinstance(r, Exception) else r for r in rows], dtype=np.float32)
         norms = np.linalg.norm(raw, axis=1) if len(raw) else np.empty(0)
         for i, norm in enumerate(norms):
             if reasons[i] is None and not np.isfinite(norm):

@@ -30,7 +30,8 @@ from deita_ray.engines.base import close_engine, make_engine, start_engine
 from deita_ray.engines.config import Generation, LLMConfig, PromptTooLong, Sampling
 from deita_ray.engines.flops import shape_of_engine
 from deita_ray.io.formats import turn_pairs
-from deita_ray.io.quarantine import PERMANENT, engine_error, mark_failures
+from deita_ray.io.quarantine import PERMANENT, mark_failures
+from deita_ray.stages.failures import classify, each_or_one
 from deita_ray.prompts import evol
 
 COMPLETED = "completed"
@@ -133,23 +134,20 @@ class EvolveStage:
             if not alive:
                 return
             requests = [self._request(c) for c in alive]
-            try:
-                results = self.engine.generate([r[0] for r in requests], self.sampling,
-                                               seeds=[r[1].seed for r in requests])
-            except Exception:  # find the chains the engine fails on: one by one, so only they stop
-                results = []
-                for chain, (prompt, sampling, _) in zip(alive, requests):
-                    try:
-                        results.append(self.engine.generate([prompt], sampling, seeds=[sampling.seed])[0])
-                    except PromptTooLong as exc:
-                        self._end(chain, exc)
-                        results.append(None)
-                    except Exception as exc:
-                        chain.failure = engine_error(exc)
-                        results.append(None)
+            results = each_or_one(lambda reqs: self.engine.generate([r[0] for r in reqs], self.sampling,
+                                                                    seeds=[r[1].seed for r in reqs]), requests)
             for chain, (_, _, op), result in zip(alive, requests, results):
-                if result is not None:
-                    self._advance(chain, op, result)
+                self._settle(chain, op, result)
+
+    def _settle(self, chain: Chain, op: str, result) -> None:
+        """One round's outcome: a rewrite to judge, a prompt too long for the model (the chain ends with what it
+        has), or the engine's failure on this chain (stages/failures.py)."""
+        if isinstance(result, PromptTooLong):
+            self._end(chain, result)
+        elif isinstance(result, Exception):
+            chain.failure = classify(result)
+        else:
+            self._advance(chain, op, result)
 
     def _run_async(self, chains: list[Chain]) -> None:
         pending: dict[concurrent.futures.Future, tuple[Chain, str]] = {}
@@ -158,10 +156,8 @@ class EvolveStage:
             prompt, sampling, op = self._request(chain)
             try:
                 pending[self.engine.submit(prompt, sampling)] = (chain, op)
-            except PromptTooLong as exc:
-                self._end(chain, exc)
             except Exception as exc:
-                chain.failure = engine_error(exc)
+                self._settle(chain, op, exc)
 
         for chain in chains:
             if chain.alive:
@@ -171,13 +167,10 @@ class EvolveStage:
             for future in done:
                 chain, op = pending.pop(future)
                 try:
-                    self._advance(chain, op, future.result())
-                except PromptTooLong as exc:
-                    self._end(chain, exc)
-                    continue
+                    result = future.result()
                 except Exception as exc:
-                    chain.failure = engine_error(exc)
-                    continue
+                    result = exc
+                self._settle(chain, op, result)
                 if chain.alive:
                     queue(chain)
 

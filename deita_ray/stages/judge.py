@@ -15,7 +15,6 @@ no scores. A chain of one variant has nothing to rank: skipped, no labels (notes
 
 from __future__ import annotations
 
-import concurrent.futures
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +22,8 @@ import pyarrow as pa
 from deita_ray.engines.base import close_engine, digit_token_ids, make_engine, start_engine
 from deita_ray.engines.config import Generation, LLMConfig, PromptTooLong, Sampling
 from deita_ray.engines.flops import shape_of_engine
-from deita_ray.io.quarantine import engine_error, mark_failures
+from deita_ray.io.quarantine import mark_failures
+from deita_ray.stages.failures import classify, each_or_one
 from deita_ray.prompts import judge
 from deita_ray.prompts.chat import user_prompt_ids, uses_chat
 
@@ -60,9 +60,9 @@ class JudgeStage:
             self.engine = make_engine(self.config, verb)
             start_engine(self.engine, "submit" if verb == "generate" and hasattr(self.engine, "submit") else verb)
         if self.method == "teacher-force" and self.tokenizer is None:
-            from transformers import AutoTokenizer
+            from deita_ray.prompts.tokens import hf_tokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(self.config.model)
+            self.tokenizer = hf_tokenizer(self.config.model)
             self.chat = uses_chat(self.tokenizer, self.config.chat)
             self.digits = digit_token_ids(self.tokenizer)
 
@@ -99,17 +99,11 @@ class JudgeStage:
                 inputs.append(ids)
             if not rows:
                 continue
-            try:
-                logits = self.engine.token_logits(inputs, self.digits)
-            except Exception:  # one by one, so only the prompts the engine fails on lose their judgement
-                logits = np.full((len(rows), 6), np.nan, dtype=np.float32)
-                for r, (j, ids) in enumerate(zip(rows, inputs)):
-                    try:
-                        logits[r] = self.engine.token_logits([ids], self.digits)[0]
-                    except Exception as exc:
-                        results[j] = exc
+            logits = each_or_one(lambda batch: self.engine.token_logits(batch, self.digits), inputs)
             for r, j in enumerate(rows):
-                if results[j] is None:
+                if isinstance(logits[r], Exception):  # only this prompt loses its judgement
+                    results[j] = logits[r]
+                elif results[j] is None:
                     scores[j].append(int(np.argmax(logits[r])) + 1)
                 if shape is not None:  # one forward over the prompt and the format so far, one head position
                     flops[j] += shape.forward([len(inputs[r])], head_positions=1)
@@ -132,26 +126,25 @@ class JudgeStage:
                 except Exception as exc:
                     futures.append(exc)
             for future in futures:
+                if isinstance(future, Exception):
+                    results.append(future)
+                    continue
                 try:
-                    results.append(_text(future.result(), shape) if isinstance(future, concurrent.futures.Future) else future)
+                    generation = future.result()
                 except Exception as exc:
                     results.append(exc)
+                    continue
+                results.append(_text(generation, shape))
             return results
         results = [None] * len(jobs)
         groups: dict[tuple, list[int]] = {}  # one generate call per (mode, length): the sampling depends on both
         for j, (mode, _, n) in enumerate(jobs):
             groups.setdefault((mode, n), []).append(j)
         for members in groups.values():
-            try:
-                out = self.engine.generate([jobs[j][1] for j in members], samplings[members[0]])
-                for j, generation in zip(members, out):
-                    results[j] = _text(generation, shape)
-            except Exception:
-                for j in members:
-                    try:
-                        results[j] = _text(self.engine.generate([jobs[j][1]], samplings[j])[0], shape)
-                    except Exception as exc:
-                        results[j] = exc
+            out = each_or_one(lambda group: self.engine.generate([jobs[j][1] for j in group], samplings[group[0]]),
+                              members)
+            for j, generation in zip(members, out):
+                results[j] = generation if isinstance(generation, Exception) else _text(generation, shape)
         return results
 
     # ------------------------------------------------------------ Arrow in, Arrow out
@@ -173,7 +166,7 @@ class JudgeStage:
         answers = (self._teacher_force if self.method == "teacher-force" else self._generate)(jobs) if jobs else []
         for i, (mode, _, n), answer in zip(todo, jobs, answers):
             if isinstance(answer, Exception):
-                failures[i] = engine_error(answer)
+                failures[i] = classify(answer)
                 status[i], reasons[i] = FAILED, failures[i][0]
                 continue
             texts[i], tokens[i], finish, row_flops[i] = answer

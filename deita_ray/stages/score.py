@@ -1,6 +1,6 @@
 """The scoring stage: Deita complexity or quality scores for every turn, over Arrow batches.
 
-Plain Python, no Ray: `ScoreStage(kind, EngineConfig(...))(table)` appends
+Plain Python, no Ray: `ScoreStage(kind, LLMConfig(...))(table)` appends
 `{kind}_scores` (per-turn list, null where a score could not be read), `{kind}_truncated`,
 `{kind}_tokens` (prompt tokens scored) and `{kind}_reason` (null when every turn scored).
 `finalize_scores(table, aggregation)` then adds `evol_score`, `truncated` and `score_reason`.
@@ -14,9 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deita_ray.engines.flops import shape_of_engine
-from deita_ray.engines.base import Engine, EngineConfig, close_engine, digit_token_ids, load_tokenizer, make_engine
+from deita_ray.engines.base import Engine, LLMConfig, close_engine, digit_token_ids, load_tokenizer, make_engine
 from deita_ray.io.formats import turn_pairs
-from deita_ray.io.quarantine import PERMANENT, TRANSIENT, engine_error, mark_failures
+from deita_ray.io.quarantine import PERMANENT, TRANSIENT, mark_failures
+from deita_ray.stages.failures import classify, each_or_one
 from deita_ray.prompts import AGGREGATIONS, aggregate_evol_score, complexity_prompt, expected_scores, quality_prompt
 from deita_ray.prompts.truncate import fit_prompt
 
@@ -26,7 +27,7 @@ KINDS = ("complexity", "quality")
 class TurnScorer:
     """One scorer model: Deita prompt -> token ids (truncated explicitly) -> six digit logits -> score."""
 
-    def __init__(self, kind: str, config: EngineConfig, engine: Engine | None = None):
+    def __init__(self, kind: str, config: LLMConfig, engine: Engine | None = None):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
@@ -57,19 +58,16 @@ class TurnScorer:
         return ids, truncated
 
     def digit_logits(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[tuple[str, str] | None]]:
-        """Logits for all prompts; if the batch fails, retry one by one so only the bad prompts lose
-        their score. The second value holds (reason, failure class) for each prompt the engine failed on."""
-        try:
-            return self.engine.token_logits(prompts, self.digit_ids), [None] * len(prompts)
-        except Exception:
-            pass
+        """Logits for all prompts (one by one where the batch fails: only the bad prompts lose their score), and
+        (reason, failure class) for each prompt the engine failed on (stages/failures.py)."""
+        results = each_or_one(lambda rows: self.engine.token_logits(rows, self.digit_ids), prompts)
         logits = np.full((len(prompts), 6), np.nan, dtype=np.float32)
         failures: list[tuple[str, str] | None] = [None] * len(prompts)
-        for i, prompt in enumerate(prompts):
-            try:
-                logits[i] = self.engine.token_logits([prompt], self.digit_ids)[0]
-            except Exception as exc:  # the engine's own error, kept as the reason
-                failures[i] = engine_error(exc)
+        for i, result in enumerate(results):
+            if isinstance(result, Exception):
+                failures[i] = classify(result)
+            else:
+                logits[i] = result
         return logits, failures
 
     def score_pairs(self, pairs: list[tuple[str, str]]):
@@ -93,7 +91,7 @@ class ScoreStage:
     A row whose turn the engine failed on keeps a null score and a reason, and is marked failed
     (io/quarantine.py), so the runner quarantines it with the failure's class."""
 
-    def __init__(self, kind: str, config: EngineConfig, engine: Engine | None = None):
+    def __init__(self, kind: str, config: LLMConfig, engine: Engine | None = None):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind, self.config, self._engine = kind, config, engine

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic_core import PydanticUndefined
 
-from deita_ray.configlib import ConfigError, apply_override as _apply_override, build as _build, check, merge as _merge, \
+from deita_ray.configlib import ConfigError, apply_override as _apply_override, build as _build, merge as _merge, \
     must_exist as _must_exist, option, section, load_yaml_text
 
 TASKS = ("sft", "dpo", "scorer")
@@ -32,7 +32,17 @@ DEEPSPEED_SHIPPED = ("zero2", "zero3")
 # - Mistral-7B SFT: batch 512, lr 2e-5, warmup 0.1, cosine, 6 epochs (sft.sh, the released Deita models);
 # - Mistral-7B DPO: batch 32, lr 5e-7, warmup 0.1, linear, 9 epochs, beta 0.1 (dpo.sh), on 10K UltraFeedback
 #   pairs drawn at random with seed 42 (src/deita/data/sample_ultrafeedback.py), prompts to 512 tokens (dpo_train.py).
+#
+# One preset mechanism: a preset is a named set of values over the field defaults, and each task has one of its
+# own (named as the task) that applies when no other is named: what `deita-ray train TASK --help` shows.
 PRESETS: dict[str, dict] = {
+    "sft": {"task": "sft", "learning_rate": 2e-5, "epochs": 3, "global_batch_size": 128, "lr_scheduler": "cosine"},
+    "dpo": {"task": "dpo", "learning_rate": 5e-7, "epochs": 1, "global_batch_size": 32, "lr_scheduler": "linear",
+            "beta": 0.1},
+    # Scorers: hkust-nlp/deita examples/train/train_scorers.sh (6 epochs, lr 2e-5, warmup 0.1, cosine, global
+    # batch 512, max length 2048), wherever a scorer is trained.
+    "scorer": {"task": "scorer", "learning_rate": 2e-5, "epochs": 6, "global_batch_size": 512, "warmup_ratio": 0.1,
+               "lr_scheduler": "cosine", "max_length": 2048},
     "deita-mistral-7b-sft": {"task": "sft", "learning_rate": 2e-5, "epochs": 6, "global_batch_size": 512,
                              "warmup_ratio": 0.1, "lr_scheduler": "cosine", "max_length": 2048},
     "deita-llama1-13b-sft": {"task": "sft", "learning_rate": 1e-5, "epochs": 6, "global_batch_size": 128,
@@ -43,26 +53,16 @@ PRESETS: dict[str, dict] = {
                              "lr_scheduler": "linear", "warmup_ratio": 0.1, "max_prompt_length": 512, "max_length": 2048,
                              "max_pairs": 10000, "seed": 42},
 }
-# What each task runs with when neither a preset nor the user says otherwise (shown by `--help`).
-TASK_DEFAULTS: dict[str, dict] = {
-    "sft": {"learning_rate": 2e-5, "epochs": 3, "global_batch_size": 128, "lr_scheduler": "cosine"},
-    "dpo": {"learning_rate": 5e-7, "epochs": 1, "global_batch_size": 32, "lr_scheduler": "linear", "beta": 0.1},
-    # Scorers: hkust-nlp/deita examples/train/train_scorers.sh (6 epochs, lr 2e-5, warmup 0.1, cosine, global
-    # batch 512, max length 2048), wherever a scorer is trained.
-    "scorer": {"learning_rate": 2e-5, "epochs": 6, "global_batch_size": 512, "warmup_ratio": 0.1,
-               "lr_scheduler": "cosine", "max_length": 2048},
-}
-
-
-@section(kw_only=False)
+@section
 class TrainConfig:
     """Every option of `deita-ray train` (and of a run's sft:/dpo: sections), declared once: its YAML key,
     its flag, its help and its range. Defaults here are the fallbacks; the task's and the preset's win."""
 
-    task: Literal["sft", "dpo", "scorer"] = option(help="sft | dpo | scorer", flag=False)
-    model: str = option(help="model to start from (HF directory, or hub name where a hub can be reached)", flag=False)
-    data: list[str] = option(help="training files or directories", flag=False)
-    output: str = option(help="run directory (local or s3://...): checkpoints/, model/, prepared/", flag=False)
+    task: Literal["sft", "dpo", "scorer"] = option(help="sft | dpo | scorer", flag=False, section=False)
+    model: str | None = option(None, "model to start from (HF directory, or hub name where a hub can be reached)")
+    data: list[str] = option(default_factory=list, help="training files or directories", flag=False)
+    output: str = option("", "run directory (local or s3://...): checkpoints/, model/, prepared/", flag=False,
+                         section=False)
     kind: Literal["complexity", "quality"] = option("complexity", "scorer only: which Deita scorer")
     template: Literal["vicuna", "model"] = option("vicuna", "vicuna (FastChat v1.1, as Deita) or the tokenizer's "
                                                             "chat template")
@@ -91,14 +91,20 @@ class TrainConfig:
     save_every_epoch: bool = option(True, "a checkpoint to OUTPUT/checkpoints at each epoch end")
     keep_checkpoints: int = option(2, "checkpoints kept", ge=1)
     seed: int = option(42, "random seed")
-    resume: bool = option(True, "rerunning on the same output continues from its latest checkpoint", flag=False)
+    resume: bool = option(True, "rerunning on the same output continues from its latest checkpoint", flag=False,
+                          section=False)
     allow_partial: bool = option(False, "train on data (or from a model) whose step did not finish (recorded in "
                                         "the summary)")
-    preset: str | None = option(None, "the paper's settings", flag=False)
-    extra: dict = option(default_factory=dict)  # more TRL config fields, passed through (e.g. {"loss_type": "ipo"})
+    preset: str | None = option(None, "named settings over the defaults: " + ", ".join(PRESETS) + " (default: the "
+                                      "task's own)")
+    # Every other TRL option, passed to SFTConfig / DPOConfig as TRL documents it (report_to, logging_dir,
+    # loss_type, neftune_noise_alpha, ...); a key here wins over the value derived from the fields above.
+    trl: dict = option(default_factory=dict, help="more TRL config fields, passed untouched (e.g. report_to: "
+                                                  "tensorboard); KEY=VALUE on the command line")
 
-    def __post_init__(self):
-        check(self)
+    def models(self) -> list[tuple[str, str, str]]:
+        """(field, model, engine) of the models the training loads (checked before Ray starts)."""
+        return [(key, getattr(self, key), "hf") for key in ("model", "ref_model") if getattr(self, key)]
 
     @property
     def grad_accumulation(self) -> int:
@@ -111,39 +117,91 @@ class TrainConfig:
         return json.loads(path.read_text())
 
 
-def validate(config: TrainConfig) -> None:
+# TRL fields the run owns: where the workers write, which device, DeepSpeed (the `deepspeed` option), the batch
+# split, and the lengths the rows were prepared to on the driver.
+TRL_RESERVED = ("output_dir", "use_cpu", "deepspeed", "per_device_train_batch_size", "gradient_accumulation_steps",
+                "max_length", "max_prompt_length")
+
+
+def check(config: TrainConfig, prefix: str = "") -> None:
+    """What the fields cannot say alone (raised before any worker starts, naming the key)."""
     def bad(key: str, message: str):
-        raise ConfigError(f"{key}: {message}")
+        raise ConfigError(f"{prefix}{key}: {message}")
 
     per_step = config.per_device_batch_size * config.num_workers
     if config.global_batch_size % per_step:
         bad("global_batch_size", f"{config.global_batch_size} is not a multiple of per_device_batch_size x num_workers "
             f"= {per_step}; the global batch must split evenly into micro-batches")
-    if config.deepspeed not in ("none",) + DEEPSPEED_SHIPPED and not Path(config.deepspeed).is_file():
-        bad("deepspeed", f"must be none, zero2, zero3 or a DeepSpeed JSON file; {config.deepspeed!r} does not exist")
+    if config.deepspeed not in ("none",) + DEEPSPEED_SHIPPED and not config.deepspeed.endswith(".json"):
+        bad("deepspeed", f"must be none, zero2, zero3 or a DeepSpeed JSON file, got {config.deepspeed!r}")
+    reserved = sorted(set(config.trl) & set(TRL_RESERVED))
+    if reserved:
+        bad(f"trl.{reserved[0]}", "is set by deita-ray (use output, use_gpu, deepspeed, per_device_batch_size, "
+                                  "global_batch_size, max_length, max_prompt_length)")
+
+
+def check_paths(config: TrainConfig) -> None:
+    """The files a training reads are there (a run checks these when the step starts, after upstream steps)."""
+    if not config.model:
+        raise ConfigError("model: give the model to start from (--model)")
+    if config.deepspeed.endswith(".json") and not Path(config.deepspeed).is_file():
+        raise ConfigError(f"deepspeed: {config.deepspeed} does not exist")
     for key in ("model", "ref_model"):
         value = getattr(config, key)
         if value and _must_exist(value):
-            bad(key, f"model path {value} does not exist")
+            raise ConfigError(f"{key}: model path {value} does not exist")
     if not config.data:
-        bad("data", "give at least one training file or directory")
+        raise ConfigError("data: give at least one training file or directory")
     for path in config.data:
         if "://" not in path and not Path(os.path.expanduser(path)).exists():
-            bad("data", f"{path} does not exist")
+            raise ConfigError(f"data: {path} does not exist")
+
+
+def check_trl_keys(config: TrainConfig) -> None:
+    """Every `trl` key is a field of the TRL config class the task uses (imports TRL: call it where a training
+    is about to start, not when a run config loads)."""
+    import dataclasses
+
+    from trl import DPOConfig, SFTConfig
+
+    cls = DPOConfig if config.task == "dpo" else SFTConfig
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config.trl) - known)
+    if unknown:
+        raise ConfigError(f"trl.{unknown[0]}: not a field of trl.{cls.__name__} (see TRL's documentation)")
 
 
 def task_defaults(task: str) -> dict:
-    """Every option's value for `task` when no preset and no flag says otherwise (field defaults, then the
-    task's own): what `deita-ray train TASK --help` shows."""
+    """Every option's value for `task` when no preset and no flag says otherwise (the field defaults under the
+    task's own preset): what `deita-ray train TASK --help` shows."""
     defaults = {name: info.default for name, info in TrainConfig.__pydantic_fields__.items()
                 if info.default is not PydanticUndefined}
-    return {**defaults, **TASK_DEFAULTS[task]}
+    return {**defaults, **{k: v for k, v in PRESETS[task].items() if k != "task"}}
+
+
+def resolve(task: str, values: dict, prefix: str = "") -> TrainConfig:
+    """A TrainConfig from the user's values over the preset they name (or the task's own) over the defaults;
+    checked (`check`), but no file is looked for yet (`check_paths`)."""
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
+    if values.get("task", task) != task:
+        raise ConfigError(f"{prefix}task: the config says {values['task']!r} but the command is `train {task}`")
+    preset = values.get("preset") or task
+    if preset not in PRESETS:
+        raise ConfigError(f"{prefix}preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    if PRESETS[preset]["task"] != task:
+        raise ConfigError(f"{prefix}preset {preset} is for `train {PRESETS[preset]['task']}`, not `train {task}`")
+    raw = _merge({k: v for k, v in PRESETS[preset].items() if k != "task"}, {**values, "task": task, "preset": preset})
+    if isinstance(raw.get("data"), str):
+        raw["data"] = [raw["data"]]
+    config = _build(TrainConfig, raw, prefix.rstrip("."))
+    check(config, prefix)
+    return config
 
 
 def load_train_config(task: str, data: dict | None = None, preset: str | None = None, path: str | None = None,
                       overrides: list[str] | None = None) -> TrainConfig:
-    if task not in TASKS:
-        raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
+    """`deita-ray train TASK`'s config: a YAML file, then `data` (the flags), then `overrides` (KEY=VALUE)."""
     raw: dict = {}
     if path:
         loaded = load_yaml_text(Path(path).read_text()) or {}
@@ -153,23 +211,12 @@ def load_train_config(task: str, data: dict | None = None, preset: str | None = 
     raw = _merge(raw, {k: v for k, v in (data or {}).items() if v is not None})
     for override in overrides or []:
         _apply_override(raw, override)
-    preset = raw.pop("preset", None) or preset
-    base = dict(TASK_DEFAULTS[task])
     if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-        if PRESETS[preset]["task"] != task:
-            raise ConfigError(f"preset {preset} is for `train {PRESETS[preset]['task']}`, not `train {task}`")
-        base = _merge(base, {k: v for k, v in PRESETS[preset].items() if k != "task"})
-    if raw.get("task", task) != task:
-        raise ConfigError(f"task: the config says {raw['task']!r} but the command is `train {task}`")
-    raw = _merge(base, {**raw, "task": task, "preset": preset})
+        raw["preset"] = preset
     missing = [k for k in ("model", "data", "output") if not raw.get(k)]
     if missing:
         raise ConfigError(f"missing {', '.join(missing)}: give them on the command line (--model, DATA..., -o) "
                           "or in the --config file")
-    if isinstance(raw.get("data"), str):
-        raw["data"] = [raw["data"]]
-    config = _build(TrainConfig, raw)
-    validate(config)
+    config = resolve(task, raw)
+    check_paths(config)
     return config

@@ -22,6 +22,7 @@ import sys
 import time
 
 from deita_ray.runner.layout import TRAIN_SUMMARY
+from deita_ray.runner.summary import common
 from deita_ray.train.config import TrainConfig
 
 
@@ -42,10 +43,8 @@ def prepare_rows(config: TrainConfig):
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     if config.task == "sft":
         return data.prepare_sft(config.data, tokenizer, config.template, config.max_length)
-    if config.task == "dpo":
-        return data.prepare_dpo(config.data, tokenizer, config.template, config.max_prompt_length, config.max_length,
-                                config.max_pairs, config.seed)
-    return data.prepare_scorer(config.data, tokenizer, config.kind, config.max_length)
+    return data.prepare_dpo(config.data, tokenizer, config.template, config.max_prompt_length, config.max_length,
+                            config.max_pairs, config.seed)
 
 
 def train(config: TrainConfig, log=print, address: str | None = None, num_cpus: int | None = None) -> dict:
@@ -132,7 +131,7 @@ def _train(config: TrainConfig, output: str, started: float, partial: list[str],
 
     from deita_ray.io.fs import remove, url_to_fs, write_json
     from deita_ray.io.outputs import OutputError, clear_own_tree, mark_tree, owns_tree
-    from deita_ray.io.writer import write_part, write_table_atomic
+    from deita_ray.io.writer import write_part
     from deita_ray.runner.session import ensure_ray
     from deita_ray.train.worker import FINAL_METRICS, train_loop
 
@@ -144,7 +143,7 @@ def _train(config: TrainConfig, output: str, started: float, partial: list[str],
     quarantine = stats.pop("quarantine", None)
     stats["rows_quarantined"] = quarantine.num_rows if quarantine is not None else 0
     if quarantine is not None and quarantine.num_rows:  # every skipped row, with its reason
-        write_table_atomic(quarantine, posixpath.join(output, "quarantine"), "train.parquet")
+        write_part(quarantine, posixpath.join(output, "quarantine"), "train.parquet")
     if stats.get("sampling"):
         drawn = stats["sampling"]
         log(f"{config.task}: {drawn['max_pairs']:,} pairs drawn at random (seed {drawn['seed']}) of "
@@ -189,15 +188,18 @@ def _train(config: TrainConfig, output: str, started: float, partial: list[str],
     runtime = metrics.get("train_runtime") or seconds
     flops = training_flops(config, table, metrics.get("num_input_tokens_seen") or 0)
     peak = training_peak(config) if flops else None
+    tokens = metrics.get("num_input_tokens_seen")
     summary = {
-        "model_flops": flops or None, "model_flops_per_s": round(flops / runtime) if flops else None, "peak": peak,
-        "peak_fraction": round(flops / runtime / peak["total"], 4) if flops and peak and peak.get("total") else None,
-        "task": config.task, "rows": stats, "global_step": metrics.get("global_step"), "epoch": metrics.get("epoch"),
+        **common(config.task, stats["rows_in"], stats["rows_used"], stats["rows_skipped"], round(seconds, 2),
+                 tokens=tokens, tokens_per_s=round((tokens or 0) / max(runtime, 1e-9), 1),
+                 model_flops=flops or None, model_flops_per_s=round(flops / runtime) if flops else None,
+                 peak_fraction=round(flops / runtime / peak["total"], 4) if flops and peak and peak.get("total")
+                 else None),
+        "peak": peak, "task": config.task, "rows": stats, "global_step": metrics.get("global_step"), "epoch": metrics.get("epoch"),
         "resumed_from_step": metrics.get("resumed_from_step"), "train_loss": metrics.get("train_loss"),
-        "losses": metrics.get("losses"), "num_input_tokens_seen": metrics.get("num_input_tokens_seen"),
-        "train_runtime_s": runtime, "tokens_per_s": round((metrics.get("num_input_tokens_seen") or 0) / max(runtime, 1e-9), 1),
+        "losses": metrics.get("losses"), "num_input_tokens_seen": tokens, "train_runtime_s": runtime,
         "world_size": metrics.get("world_size"), "gradient_accumulation_steps": metrics.get("gradient_accumulation_steps"),
-        "probe_logits": metrics.get("probe_logits"), "seconds": round(seconds, 2), "partial_inputs": partial,
+        "probe_logits": metrics.get("probe_logits"), "partial_inputs": partial,
         "model": posixpath.join(output, "model"), "checkpoints": posixpath.join(output, "checkpoints"),
         "config": dataclasses.asdict(config),
     }

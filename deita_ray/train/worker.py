@@ -30,7 +30,8 @@ def _precision(cfg: dict, on_gpu: bool) -> dict:
 
 
 def _common_args(cfg: dict, output_dir: str, world: int, on_gpu: bool) -> dict:
-    return dict(
+    """The TRL config's arguments: derived from the typed options, then the `trl` mapping over them as it is."""
+    args = dict(
         output_dir=output_dir,
         per_device_train_batch_size=cfg["per_device_batch_size"],
         gradient_accumulation_steps=cfg["global_batch_size"] // (cfg["per_device_batch_size"] * world),
@@ -43,7 +44,7 @@ def _common_args(cfg: dict, output_dir: str, world: int, on_gpu: bool) -> dict:
         logging_steps=cfg["logging_steps"],
         save_strategy="epoch" if cfg["save_every_epoch"] else "no",
         save_total_limit=cfg["keep_checkpoints"],
-        report_to=[],
+        report_to="none",  # trl: {report_to: tensorboard | wandb | mlflow} turns a logger on
         seed=cfg["seed"],
         data_seed=cfg["seed"],
         gradient_checkpointing=cfg["gradient_checkpointing"],
@@ -54,8 +55,9 @@ def _common_args(cfg: dict, output_dir: str, world: int, on_gpu: bool) -> dict:
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=True,
         **_precision(cfg, on_gpu),
-        **cfg.get("extra", {}),
     )
+    args.update(cfg["trl"])
+    return args
 
 
 def _read_prepared(path: str):
@@ -98,7 +100,7 @@ def build_trainer(cfg: dict, dataset, tokenizer, output_dir: str, world: int, on
     if cfg["task"] == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        dpo_args = DPOConfig(beta=cfg["beta"], max_length=cfg["max_length"], **args)
+        dpo_args = DPOConfig(**{"beta": cfg["beta"], "max_length": cfg["max_length"], **args})
         ref_model = None  # TRL then builds the frozen reference from the policy's own starting weights
         if cfg["ref_model"] and cfg["ref_model"] != cfg["model"]:
             from transformers import AutoModelForCausalLM
@@ -110,9 +112,27 @@ def build_trainer(cfg: dict, dataset, tokenizer, output_dir: str, world: int, on
     else:  # sft and scorer: pre-tokenized rows with assistant masks (loss on the masked tokens only)
         from trl import SFTConfig, SFTTrainer
 
-        trainer = SFTTrainer(model=cfg["model"], args=SFTConfig(max_length=cfg["max_length"], **args),
+        trainer = SFTTrainer(model=cfg["model"], args=SFTConfig(**{"max_length": cfg["max_length"], **args}),
                              train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # it prints every log as a dictionary; progress_lines says it in one line
+    trainer.add_callback(progress_lines(cfg["task"]))
     return trainer, args
+
+
+def progress_lines(task: str):
+    """One line per logging step from the first worker: step, epoch, loss and the learning rate."""
+    from transformers import TrainerCallback
+
+    class ProgressLines(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs and "loss" in logs:
+                rate = f", lr {logs['learning_rate']:.3g}" if "learning_rate" in logs else ""
+                print(f"{task}: step {state.global_step:,}/{state.max_steps:,} (epoch {state.epoch or 0:.2f}) loss "
+                      f"{logs['loss']:.4f}{rate}", flush=True)
+
+    return ProgressLines()
 
 
 def train_loop(loop_config: dict) -> None:
@@ -128,6 +148,7 @@ def train_loop(loop_config: dict) -> None:
 
         check_cuda_usable(f"training worker {rank} was given a GPU")
     on_gpu = cfg["use_gpu"]
+    _tensorboard_dir(cfg)
     if cfg["deepspeed_config"]:
         import deepspeed
 
@@ -170,6 +191,16 @@ def train_loop(loop_config: dict) -> None:
         write_json(posixpath.join(cfg["output"], FINAL_METRICS), metrics)
     ray.train.report(metrics)
     shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def _tensorboard_dir(cfg: dict) -> None:
+    """TensorBoard logs (trl: {report_to: tensorboard}) go to OUTPUT/logs where the output is a path the workers
+    share; transformers 5 otherwise writes them under the worker's temporary run directory, removed at the end.
+    TENSORBOARD_LOGGING_DIR in the job's environment chooses another place."""
+    wanted = cfg["trl"].get("report_to")
+    wanted = [wanted] if isinstance(wanted, str) else list(wanted or [])
+    if ("tensorboard" in wanted or "all" in wanted) and "://" not in cfg["output"]:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", os.path.join(cfg["output"], "logs"))
 
 
 def _step_of(checkpoint_dir: str | None) -> int | None:

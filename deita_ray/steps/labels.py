@@ -1,14 +1,14 @@
-"""Scorer labels from judged chains: one training row per valid (variant, score), plus the generation report.
+"""`deita-ray labels`: scorer training rows from judged chains, one per valid (variant, score), and the report.
 
     deita-ray labels OUT -o OUT          # OUT holds judged/ (from deita-ray judge)
-    from deita_ray.labels_job import export_labels; summary = export_labels(["OUT/judged"], "OUT")
+    from deita_ray.steps import STEPS; STEPS["labels"].execute(STEPS["labels"].config(inputs=["OUT"]))
 
-Writes `<output>/labels/complexity.jsonl` and/or `quality.jsonl` in the format
-`deita-ray train scorer` reads (the filled scorer prompt as the human turn, the score digit as the
-gpt turn; notes/evol-judge.md §5), `<output>/labels/labels.parquet` (the same rows with their lineage:
-id `<seed id>/r<round>`, seed_id, round, operation, kind, score), `<output>/labels_summary.json`
-and `<output>/report/generation.html`. Chains are read and their labels written part by part (the
-files appear whole, or not at all); only valid judgements give labels. Counts reconcile: chains in = valid + invalid + skipped, and labels = variants of valid chains.
+Writes `<output>/labels/complexity.jsonl` and/or `quality.jsonl` in the format `deita-ray train scorer` reads (the
+filled scorer prompt as the human turn, the score digit as the gpt turn; notes/evol-judge.md §5),
+`<output>/labels/labels.parquet` (the same rows with their lineage: id `<seed id>/r<round>`, seed_id, round,
+operation, kind, score), `<output>/labels_summary.json` and `<output>/report/generation.html`. Chains are read and
+their labels written part by part (the files appear whole, or not at all); only valid judgements give labels.
+Counts reconcile: chains in = valid + invalid + skipped, and labels = variants of valid chains.
 """
 
 from __future__ import annotations
@@ -21,29 +21,41 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from deita_ray.configlib import option, section
 from deita_ray.io import fs
 from deita_ray.io.writer import list_parts
 from deita_ray.prompts import judge
-from deita_ray.runner.layout import LABELS_SUMMARY, LAYOUTS, labels_dir
+from deita_ray.report.generation import judged_dir
+from deita_ray.runner.layout import LABELS_SUMMARY, labels_dir
+from deita_ray.runner.summary import common
 from deita_ray.stages.judge import INVALID, SKIPPED, VALID
+from deita_ray.steps.base import StepType
 
 COLUMNS = ["id", "mode", "instruction", "variants", "operations", "scores", "judge_status"]
 
 
-def _judged_dir(path: str) -> str:
-    """A run directory holding judged/, or the judged/ directory itself."""
-    nested = posixpath.join(path.rstrip("/"), LAYOUTS["judge"].results)
-    filesystem, local = fs.url_to_fs(nested)
-    return nested if filesystem.isdir(local) else path
+@section
+class LabelsConfig:
+    """The flags of `deita-ray labels` (a run makes labels of every mode it evolves; no section of its own)."""
 
+    inputs: list[str] = option(default_factory=list, help="run directories holding judged/ (or judged/ directories)",
+                               flag=False, section=False)
+    output: str | None = option(None, "where labels/ and the report go (default: the first input)", flag=False,
+                                section=False)
+    overwrite: bool = option(False, "replace existing labels (only the files labels writes)", flag=False,
+                             section=False)
+    report: bool = option(True, "write report/generation.html")
+    allow_partial: bool = option(False, "read judged chains whose judge run did not finish (recorded in the "
+                                        "summary)")
+
+    def __post_init__(self):
+        self.output = self.output or (self.inputs[0] if self.inputs else None)
 
 def judged_dirs(inputs: list[str]) -> list[str]:
     """The judged/ directory of every input, each checked to hold judge output (one line when not)."""
-    import pyarrow.parquet as pq
-
     found = []
     for path in inputs:
-        directory = _judged_dir(path)
+        directory = judged_dir(path)
         parts = list_parts(directory)
         if not parts:
             raise FileNotFoundError(f"no judged chains under {path} (no judged/ Parquet parts; run deita-ray judge "
@@ -76,8 +88,7 @@ LABEL_SCHEMA = pa.schema([("id", pa.string()), ("seed_id", pa.string()), ("round
 LABEL_FILES = ("complexity.jsonl", "quality.jsonl", "labels.parquet")
 
 
-def export_labels(inputs: list[str], output: str, overwrite: bool = False, report: bool = True,
-                  allow_partial: bool = False, log=print) -> dict:
+def export_labels(config: LabelsConfig, address: str | None = None, log=print) -> dict:
     """Stream the judged chains part by part into the label files: the driver holds one part's labels.
     The inputs are checked (judge output, complete) before anything under the output is removed."""
     from deita_ray.io.outputs import check_output, clear_own_files
@@ -85,20 +96,21 @@ def export_labels(inputs: list[str], output: str, overwrite: bool = False, repor
     from deita_ray.runner.layout import OWN_DIRS
     from deita_ray.runner.lock import hold_output
 
-    directories = judged_dirs(inputs)
-    partial = check_complete(directories, allow_partial, log=log)
+    output = config.output
+    directories = judged_dirs(config.inputs)
+    partial = check_complete(directories, config.allow_partial, log=log)
     check_output(output, directories, own=OWN_DIRS)
     with hold_output(output):
         out_dir = labels_dir(output)
         existing = [n for n in LABEL_FILES if fs.exists(posixpath.join(out_dir, n))]
-        if existing and not overwrite:
+        if existing and not config.overwrite:
             raise FileExistsError(f"{out_dir} already holds labels; pass --overwrite to replace them")
         fs.remove(posixpath.join(output, LABELS_SUMMARY))  # the completion record goes first, comes back last
         clear_own_files(out_dir, LABEL_FILES)  # a kind that gets no labels this time must not keep the last run's
         summary = _export(directories, out_dir)
         summary["partial_inputs"] = partial
-        if report:
-            from deita_ray.generation_report import write_generation_report
+        if config.report:
+            from deita_ray.report.generation import write_generation_report
 
             summary["report"] = write_generation_report(output, directories)
         fs.write_json(posixpath.join(output, LABELS_SUMMARY), summary)
@@ -139,15 +151,14 @@ def _export(directories: list[str], out_dir: str) -> dict:
                         for r in part_rows]
                 parquet.write_table(pa.Table.from_pylist(flat, schema=LABEL_SCHEMA))
                 labels_out += len(part_rows)
+    # chains read = valid + invalid + skipped (an unknown status would break this), labels = valid variants
+    reconciled = labels_out == expected and chains_read == sum(status_counts[k] for k in (VALID, INVALID, SKIPPED))
     summary = {
-        "stage": "labels", "chains_in": chains_read, "chains": status_counts,
+        **common("labels", chains_read, labels_out, 0, round(time.time() - started, 3), reconciled=reconciled),
+        "chains_in": chains_read, "chains": status_counts,
         "judge_validity": round(status_counts[VALID] / (status_counts[VALID] + status_counts[INVALID]), 4)
         if status_counts[VALID] + status_counts[INVALID] else None,
-        "labels_out": labels_out, "labels_by_kind": by_kind,
-        # chains read = valid + invalid + skipped (an unknown status would break this), labels = valid variants
-        "reconciled": labels_out == expected and chains_read == sum(status_counts[k] for k in (VALID, INVALID,
-                                                                                                  SKIPPED)),
-        "files": files, "seconds": round(time.time() - started, 3), "output": out_dir,
+        "labels_out": labels_out, "labels_by_kind": by_kind, "files": files, "output": out_dir,
     }
     return summary
 
@@ -168,3 +179,23 @@ def format_summary(summary: dict) -> str:
     if summary.get("report"):
         lines.append(f"report       {summary['report']}")
     return "\n".join(lines)
+
+
+def no_labels(summary: dict) -> str | None:
+    if not summary["reconciled"]:
+        return "labels: the counts do not reconcile"
+    if summary["labels_out"] == 0:
+        return f"labels: not one label from {summary['chains_in']:,} chains (no valid judgement)"
+    return None
+
+
+STEP = StepType(
+    name="labels", config=LabelsConfig, run=export_labels, format=format_summary, failed=no_labels,
+    help="scorer training rows from judged chains (+ the evolution/judging report)",
+    description="One row per valid (variant, score) in the format `deita-ray train scorer` reads, with lineage ids "
+                "<seed id>/r<round>; and report/generation.html.",
+    positional_help="run directories holding judged/ (or judged/ directories)",
+    output_help="where labels/ and the report go (default: the first input)", output_required=False,
+    epilog="example:\n  deita-ray labels out/ && deita-ray train scorer out/labels/complexity.jsonl --kind complexity "
+           "--model models/scorer-complexity -o runs/scorer",
+)
