@@ -43,6 +43,7 @@ def add_step_command(sub, step) -> None:
     p = sub.add_parser(step.words[-1], help=step.help, description=step.description, epilog=step.epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(step.positional, nargs=step.positional_nargs, help=step.positional_help,
+                   metavar=step.positional_metavar,
                    **({"default": argparse.SUPPRESS} if step.positional_nargs in ("?", "*") else {}))
     if "output" in fields:
         p.add_argument("-o", "--output", required=step.output_required, default=argparse.SUPPRESS,

@@ -8,7 +8,8 @@ mid-body, `html` answers 200 with a web page, `cutjson` 200 with cut JSON, `noch
 `choices: []`, `missing` 404; `glitch-KIND` answers with fault KIND to the first attempt of each
 prompt and properly after (a glitch worth a retry); `rewriter` and
 `judge-keyword` are a scripted Evol rewriter and judge (the judge's score follows a keyword, so a
-scorer trained on its labels has something to learn). GET /stats returns the
+scorer trained on its labels has something to learn); `mt-judge-WORD` is a scripted MT-Bench judge that rewards
+answers saying WORD (deita_ray.engines.fake.scripted_judgement, served over HTTP). GET /stats returns the
 most requests ever open at once and the request count; GET /reset waits until none is open and
 starts that count again.
 """
@@ -106,6 +107,11 @@ class Handler(BaseHTTPRequestHandler):
         if model == "judge-keyword":  # a scripted judge: score = 1 + times the variant says "river" (at most 6)
             variants = re.findall(r"^\[(\d+)\] (.*)$", prompt.split(" [2] Score: 2\n", 1)[1], re.M)
             return self._reply(body, "\n".join(f"[{i}] Score: {min(6, 1 + v.count('river'))}" for i, v in variants))
+        if model.startswith("mt-judge-"):
+            from deita_ray.engines.fake import scripted_judgement
+
+            text = "\n".join(m["content"] for m in body["messages"]) if "messages" in body else body["prompt"]
+            return self._reply(body, scripted_judgement(text, model[len("mt-judge-"):]))
         if model.startswith("glitch-"):
             with LOCK:
                 seen = STATE["attempts"][(model, prompt)] = STATE["attempts"].get((model, prompt), 0) + 1

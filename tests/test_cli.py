@@ -98,7 +98,9 @@ def test_every_value_a_help_offers_is_accepted(tmp_path, capsys, tiny_models):
             "judge": ["evolved", "-o", "o", "--model", "m/m"], "labels": ["out"],
             "sft": [str(data), "-o", str(tmp_path / "t"), "--model", model],
             "dpo": [str(data), "-o", str(tmp_path / "t"), "--model", model],
-            "scorer": [str(data), "-o", str(tmp_path / "t"), "--model", model]}
+            "scorer": [str(data), "-o", str(tmp_path / "t"), "--model", model],
+            "eval": ["m/m", "-o", "o", "--judge-model", "j/j", "--questions", "q"],
+            "compare": ["a", "b", "-o", "o", "--judge-model", "j/j"]}
     needs = {("--method", "regex"): ["--engine", "vllm"], ("--method", "teacher-force"): ["--engine", "hf"]}
     parser = build_parser()
     tried = 0

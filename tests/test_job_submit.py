@@ -45,8 +45,8 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
     # what is tested here is the submission.
     recipe = ["recipe-quickstart", f"--set=output={out}", f"--set=models_dir={tiny_models['generator'].parent}",
               "--set=generation.modes=[complexity]", "--set=sft=null", "--set=dpo=null",
-              *[f"--set={name}.dir={tmp_path / name}" for name in ("sample_seeds", "sample_pool", "sample_preferences")],
-              f"--set=dpo.data=[{tmp_path / 'sample_preferences'}]"]
+              *[f"--set={name}.dir={tmp_path / name}" for name in ("sample_seeds", "sample_pool")],
+              '--set=sample_preferences.dir=""']  # no DPO here: no preference pairs to make
     # Every port of our head is a free one: the test run's own Ray may already hold the defaults
     # (its dashboard agent on 52365 made this head's agent fail: "No available agent to submit job").
     agent_ports = [f"--{flag}={free_port()}" for flag in (

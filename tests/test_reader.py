@@ -83,7 +83,7 @@ def test_wrong_path_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="unsupported file type"):
         plan_reads([str(tmp_path / "data.csv")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no .jsonl/.json/.parquet files"):
+    with pytest.raises(InputError, match="no .jsonl/.json/.parquet/.arrow files"):
         plan_reads([str(tmp_path / "empty")])
     with pytest.raises(InputError, match="input-format"):
         plan_reads([str(tmp_path)], input_format="csv")

@@ -4,7 +4,9 @@ No model weights are read (only `max_length` from the config), so Ray and I/O te
 milliseconds. Never used for real results; the real engines have their own tests. `engine_kwargs`:
 `fail_on_token` makes any input holding that token id raise `fail_with` (RuntimeError by default;
 TimeoutError or MemoryError for transient failures), to test per-row failures; `die_once` (a file
-path) kills the first process that generates, once.
+path) kills the first process that generates, once; `judge_keyword` (a word) makes it a scripted MT-Bench judge:
+a rating prompt gets `Rating: [[1 + times the word appears]]` (at most 10), a pairwise prompt (one that asks for
+[[A]]) `[[A]]`, `[[B]]` or `[[C]]` by who says the word more (the ablation quickstart's judge, and the tests').
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class FakeEngine:
         # A file path: the first process to generate creates it and kills itself (SIGKILL), once per path,
         # so tests can kill an actor mid-generation.
         self.die_once = config.engine_kwargs.get("die_once")
+        self.judge_keyword = config.engine_kwargs.get("judge_keyword")
 
     def _maybe_die(self) -> None:
         import os
@@ -75,7 +78,12 @@ class FakeEngine:
             self._check(prompt)
             if self.die_once is not None:
                 self._maybe_die()
-            key = prompt.encode() if isinstance(prompt, str) else _digest(prompt)
+            if self.judge_keyword is not None:
+                text = scripted_judgement(_text(prompt), self.judge_keyword)
+                results.append(Generation(text=text, token_ids=list(range(len(text.split()))), finish_reason="stop"))
+                continue
+            text = _text(prompt)
+            key = text.encode() if isinstance(prompt, str) or text else _digest(prompt)
             seed = int.from_bytes(hashlib.sha256(key + str(request_seed).encode()).digest()[:8], "little")
             rng = np.random.default_rng(seed)
             n = int(rng.integers(1, 2 * sampling.max_new_tokens + 1))
@@ -87,3 +95,26 @@ class FakeEngine:
                     text, reason = text[: text.index(stop)], "stop"
             results.append(Generation(text=text, token_ids=[WORDS.index(w) for w in words], finish_reason=reason))
         return results
+
+
+def _text(prompt) -> str:
+    """A prompt's text: itself, or its chat messages' contents in order."""
+    if isinstance(prompt, str):
+        return prompt
+    if prompt and isinstance(prompt[0], dict):
+        return "\n\n".join(m["content"] for m in prompt)
+    return ""
+
+
+def scripted_judgement(prompt: str, keyword: str) -> str:
+    """An MT-Bench judgement that follows one property of the answers: how often they say `keyword`. The
+    questions and judge prompts never contain it, so counting in the whole prompt counts in the answers; a
+    pairwise prompt is split where assistant B's part begins."""
+    if "[[A]]" in prompt:
+        a, _, b = prompt.partition("Assistant B")
+        said_a, said_b = a.count(keyword), b.count(keyword)
+        verdict = "A" if said_a > said_b else "B" if said_b > said_a else "C"
+        return f"Assistant A says {keyword!r} {said_a} times, assistant B {said_b} times. [[{verdict}]]"
+    said = prompt.count(keyword)
+    return f"The answer says {keyword!r} {said} times. Rating: [[{min(10, 1 + said)}]]"
+

@@ -25,7 +25,7 @@ import numpy as np
 
 from deita_ray.engines.batching import MIN_SHARED_PREFIX, common_prefix_length, length_buckets, padded_widths
 from deita_ray.engines.config import Generation, LLMConfig, PromptTooLong, Sampling
-from deita_ray.prompts.chat import user_prompt_ids, uses_chat
+from deita_ray.prompts.chat import prompt_ids, uses_chat
 
 
 def load_device_map(device) -> str | None:
@@ -169,7 +169,7 @@ class HFEngine:
 
     def generate(self, prompts: list, sampling: Sampling, seeds: list[int | None] | None = None) -> list[Generation]:
         """Continuations of user messages (rendered by the chat template when the model has one, see
-        `ServingOptions.chat`) or of token-id lists taken as they are. With sampling, each request draws
+        `ServingOptions.chat`), of chat message lists, or of token-id lists taken as they are. With sampling, each request draws
         from its own generator seeded by `seeds[i]` (else `sampling.seed`), so a request's text does not
         depend on which others share its batch."""
         import torch
@@ -178,7 +178,7 @@ class HFEngine:
             raise ValueError("the hf engine cannot constrain decoding to a regex (the judge teacher-forces the "
                              "format on hf instead); use engine vllm")
         chat = uses_chat(self.tokenizer, self.config.chat)
-        ids = [user_prompt_ids(self.tokenizer, p, chat) if isinstance(p, str) else list(p) for p in prompts]
+        ids = [prompt_ids(self.tokenizer, p, chat) for p in prompts]
         seeds = list(seeds) if seeds is not None else [sampling.seed] * len(ids)
         too_long = [len(p) for p in ids if len(p) >= self.context_length]
         if too_long:

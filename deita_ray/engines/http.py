@@ -29,6 +29,7 @@ import threading
 import time
 
 from deita_ray.engines.config import EngineUnusableError, Generation, LLMConfig, PromptTooLong, Sampling
+from deita_ray.prompts.chat import is_messages
 
 RETRIED_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 UNUSABLE_STATUS = frozenset({401, 403, 404})
@@ -134,9 +135,14 @@ class HTTPEngine:
         if sampling.regex:  # vLLM's structured outputs; other servers reject or ignore the field
             body["structured_outputs"] = {"regex": sampling.regex}
         if self.chat:
-            if not isinstance(prompt, str):
-                raise ValueError("the chat API takes text prompts; use chat=False to send token ids")
-            body["messages"] = [{"role": "user", "content": prompt}]
+            if is_messages(prompt):
+                body["messages"] = [{"role": m["role"], "content": m["content"]} for m in prompt]
+            elif isinstance(prompt, str):
+                body["messages"] = [{"role": "user", "content": prompt}]
+            else:
+                raise ValueError("the chat API takes text or messages; use chat=False to send token ids")
+        elif is_messages(prompt):
+            raise ValueError("chat messages need the chat API (chat: true)")
         else:
             body["prompt"] = prompt if isinstance(prompt, str) else list(prompt)
         return body

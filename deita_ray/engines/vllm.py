@@ -25,7 +25,7 @@ import uuid
 import numpy as np
 
 from deita_ray.engines.config import Generation, LLMConfig, PromptTooLong, Sampling
-from deita_ray.prompts.chat import user_prompt_ids, uses_chat
+from deita_ray.prompts.chat import prompt_ids, uses_chat
 
 
 def engine_kwargs(config: LLMConfig, runner: str = "generate") -> dict:
@@ -135,11 +135,10 @@ class VLLMEngine:
         return self._tokenizer
 
     def _prompt(self, prompt):
-        """A TokensPrompt: user messages rendered and tokenised exactly as the hf engine does."""
+        """A TokensPrompt: user messages and chat messages rendered and tokenised exactly as the hf engine does."""
         from vllm import TokensPrompt
 
-        if isinstance(prompt, str):
-            prompt = user_prompt_ids(self.tokenizer, prompt, uses_chat(self.tokenizer, self.config.chat))
+        prompt = prompt_ids(self.tokenizer, prompt, uses_chat(self.tokenizer, self.config.chat))
         if len(prompt) >= self.context_length:
             raise PromptTooLong(f"a prompt of {len(prompt)} tokens does not fit the context of {self.context_length}")
         return TokensPrompt(prompt_token_ids=list(prompt))

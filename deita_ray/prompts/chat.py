@@ -63,3 +63,28 @@ def user_prompt_ids(tokenizer, text: str, chat: bool) -> list[int]:
     bos = getattr(tokenizer, "bos_token", None)
     # A template that writes BOS itself must not get a second one from the tokenizer.
     return list(tokenizer(rendered, add_special_tokens=not (bos and rendered.startswith(bos)))["input_ids"])
+
+
+def is_messages(prompt) -> bool:
+    """A prompt given as chat messages ([{"role": ..., "content": ...}, ...]) rather than text or token ids."""
+    return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)
+
+
+def messages_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a conversation that the assistant continues: rendered by the model's chat template; a model
+    without one gets the contents joined by blank lines (a system message first, as written)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return list(tokenizer("\n\n".join(m["content"] for m in messages))["input_ids"])
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    bos = getattr(tokenizer, "bos_token", None)
+    return list(tokenizer(rendered, add_special_tokens=not (bos and rendered.startswith(bos)))["input_ids"])
+
+
+def prompt_ids(tokenizer, prompt, chat: bool) -> list[int]:
+    """Any generation prompt as token ids: a user message (text), chat messages, or token ids as they are."""
+    if isinstance(prompt, str):
+        return user_prompt_ids(tokenizer, prompt, chat)
+    if is_messages(prompt):
+        return messages_prompt_ids(tokenizer, prompt)
+    return list(prompt)
+

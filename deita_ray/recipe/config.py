@@ -25,6 +25,7 @@ from deita_ray.configlib import (ConfigError, apply_override, build, build_secti
 from deita_ray.runner.layout import selection_dir
 from deita_ray.steps import STEPS
 from deita_ray.steps.embed import EmbedConfig
+from deita_ray.steps.eval import EvalConfig
 from deita_ray.steps.evolve import EvolveConfig
 from deita_ray.steps.judge import JudgeConfig
 from deita_ray.steps.score import ScoreConfig
@@ -64,6 +65,25 @@ class GenerationSection:
                                       "model; Deita's recipe by default: 6 epochs, lr 2e-5, batch 512)")
 
 
+ARM_STRATEGIES = {"deita": "diverse", "random": "random", "evol": "evol", "complexity": "complexity",
+                  "quality": "quality", "length": "length"}
+
+
+@section
+class AblationSection:
+    """The paper's comparison in the same run: each arm selects at one budget, trains (the sft: and dpo: sections),
+    and is evaluated on MT-Bench; every arm is then judged pairwise against the baseline arm."""
+
+    arms: list[Literal["deita", "random", "evol", "complexity", "quality", "length"]] = option(
+        default_factory=lambda: ["deita", "random"], help="deita: the Repr Filter over evol score (the select: "
+                                                          "section's tau); the others: baselines without diversity")
+    baseline: str = option("random", "the arm every other one is compared with")
+    budget: int | None = option(None, "samples each arm selects (default: select.budget)", ge=1)
+    questions: list[str] = option(default_factory=list, help="FastChat question.jsonl files every arm answers")
+    eval: EvalConfig | None = option(None, "the options of `deita-ray eval` (the judge, the template, answer "
+                                           "lengths); judge_model is required")
+
+
 @section
 class RaySection:
     address: str | None = option(None, "Ray address (default: RAY_ADDRESS, else a local Ray)")
@@ -84,12 +104,15 @@ class RunConfig:
     sample_seeds: SamplePoolSection = option(default_factory=SamplePoolSection, help="generated seeds")
     sample_preferences: SamplePoolSection = option(default_factory=SamplePoolSection,
                                                    help="generated DPO preference pairs")
+    sample_questions: SamplePoolSection = option(default_factory=SamplePoolSection,
+                                                 help="generated MT-Bench-style questions (question.jsonl)")
     generation: GenerationSection | None = option(None, "the generation half (evolve, judge, labels, scorers)")
     score: ScoreConfig = option(default_factory=ScoreConfig, help="the options of `deita-ray score`")
     embed: EmbedConfig = option(default_factory=EmbedConfig, help="the options of `deita-ray embed`")
     select: SelectConfig = option(default_factory=SelectConfig, help="the options of `deita-ray select`")
     sft: TrainConfig | None = option(None, "the options of `deita-ray train sft`: SFT on the selection")
     dpo: TrainConfig | None = option(None, "the options of `deita-ray train dpo` (model: the SFT model by default)")
+    ablation: AblationSection | None = option(None, "arms selected, trained and evaluated side by side")
     ray: RaySection = option(default_factory=RaySection, help="where the run's Ray is")
 
 
@@ -126,7 +149,7 @@ def load_config(name_or_path: str | None, overrides: list[str] | None = None, da
         raw = merge(PRESETS[preset], raw)
     if not raw.get("output"):
         raise ConfigError("output: missing (required): the run's directory")
-    sections = {"generation", *STEP_SECTIONS}
+    sections = {"generation", "ablation", *STEP_SECTIONS}
     unknown = sorted(set(raw) - set(RunConfig.__pydantic_fields__))
     if unknown:
         raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
@@ -160,7 +183,16 @@ def step_sections(raw: dict, out: str, pool: list[str], input_format: str | None
         sections["dpo"] = resolve("dpo", {**given, **run}, "dpo.")
     if raw.get("generation") is not None:
         sections["generation"] = generation_section(raw["generation"])
+    if raw.get("ablation") is not None:
+        sections["ablation"] = ablation_section(raw["ablation"])
     return sections
+
+
+def ablation_section(raw: dict) -> AblationSection:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"ablation must be a mapping, got {type(raw).__name__}")
+    evaluation = build_section(EvalConfig, raw.get("eval"), "ablation.eval")
+    return build(AblationSection, {**{k: v for k, v in raw.items() if k != "eval"}, "eval": evaluation}, "ablation")
 
 
 def generation_section(raw: dict) -> GenerationSection:
@@ -190,7 +222,8 @@ def models(config: RunConfig) -> list[tuple[str, str, str]]:
     found = []
     for name, part in [(n, getattr(config, n)) for n in STEP_SECTIONS] + (
             [(f"generation.{n}", getattr(config.generation, n)) for n in GENERATION_SECTIONS]
-            if config.generation is not None else []):
+            if config.generation is not None else []) + (
+            [("ablation.eval", config.ablation.eval)] if config.ablation is not None else []):
         if part is None or not hasattr(part, "models"):
             continue
         trained = set(config.generation.modes) if config.generation is not None and name == "score" else set()
@@ -199,6 +232,20 @@ def models(config: RunConfig) -> list[tuple[str, str, str]]:
                 continue
             found.append((f"{name}.{key}", model, engine))
     return found
+
+
+def _check_ablation(config: RunConfig) -> None:
+    ablation = config.ablation
+    if config.sft is None:
+        raise ConfigError("ablation: give an sft: section (how every arm is trained)")
+    if not ablation.questions:
+        raise ConfigError("ablation.questions: give FastChat question.jsonl files to evaluate the arms on")
+    if not ablation.eval.judge_model:
+        raise ConfigError("ablation.eval.judge_model: give the judge")
+    if len(set(ablation.arms)) != len(ablation.arms) or len(ablation.arms) < 2:
+        raise ConfigError(f"ablation.arms: name at least two different arms, got {ablation.arms}")
+    if ablation.baseline not in ablation.arms:
+        raise ConfigError(f"ablation.baseline must be one of the arms {ablation.arms}, got {ablation.baseline!r}")
 
 
 def validate(config: RunConfig) -> None:
@@ -218,6 +265,8 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("dpo.data: give the preference pairs (files or directories)")
     if config.dpo is not None and not config.dpo.model:
         raise ConfigError("dpo.model: give the model to tune (or an sft: section, whose model is used)")
+    if config.ablation is not None:
+        _check_ablation(config)
     for key, model, engine in models(config):
         if engine == "http":
             continue

@@ -7,7 +7,7 @@ then the report) as one Ray job.
 Each step has a completion record on the output's own filesystem (runner/markers.py): a step whose record says it
 finished and reconciled, for the same config and the same upstream records, is skipped; an interrupted step with
 the same config resumes (only the samples its finished parts do not hold); a step whose inputs changed runs again,
-and so does everything after it. The output is held by one run at a time (runner/lock.py). The run stops at the
+and so does every step that reads its output. The output is held by one run at a time (runner/lock.py). The run stops at the
 first step whose work failed (its step says so in one line). Everything is checked before any work starts: the
 whole configuration, the models (one line each) and whether the cluster can hold what each step asks for.
 `run_stats.json` holds one record per step and `report/index.html` the selection report.
@@ -33,7 +33,7 @@ from deita_ray.steps.labels import LabelsConfig
 
 # What a run's record keeps of a step's summary besides the common keys (the report and the table read these).
 RECORD_KEYS = COMMON_KEYS + RATE_KEYS + ("rows_flagged", "visited", "sorted_on", "quarantine_classes", "model",
-                                         "global_step", "losses", "judge_validity")
+                                         "global_step", "losses", "judge_validity", "mt_bench", "pairwise", "selected")
 
 
 class PipelineError(RuntimeError):
@@ -48,6 +48,7 @@ class Step:
     type: StepType
     config: object     # its config, every value resolved
     fingerprint: str   # its config, what it read, and its upstream steps' fingerprints
+    needs: tuple[str, ...] = ()  # the steps whose output it reads (run again, they make it stale)
 
     def run(self, resume: bool, address: str | None) -> dict:
         config = dataclasses.replace(self.config, resume=resume) if hasattr(self.config, "resume") else self.config
@@ -74,11 +75,12 @@ def _make_sample(section, log, what: str, make) -> list[str]:
 
 def make_samples(config: RunConfig, log) -> None:
     """The data sets the config asks the project to generate (the pool, seeds, preference pairs)."""
-    from deita_ray.tools.sample_pool import make_pool, make_preferences
+    from deita_ray.tools.sample_pool import make_pool, make_preferences, make_questions
 
     _make_sample(config.sample_pool, log, "pool", lambda d, n, s: make_pool(d, samples=n, seed=s))
     _make_sample(config.sample_seeds, log, "seeds", lambda d, n, s: make_pool(d, samples=n, seed=s))
     _make_sample(config.sample_preferences, log, "preference pairs", lambda d, n, s: make_preferences(d, n, s))
+    _make_sample(config.sample_questions, log, "questions", lambda d, n, s: make_questions(d, n, s))
 
 
 def _models_resolved(config, models_dir: str):
@@ -110,10 +112,11 @@ def generation_steps(config: RunConfig) -> tuple[list[Step], dict[str, str], lis
         steps += [Step(f"evolve_{mode}", f"Evol {mode}: {evolve.rounds} rounds with {gen.evolve.model}",
                        "generation.evolve", STEPS["evolve"], evolve, evolve_fp),
                   Step(f"judge_{mode}", f"judging the {mode} chains with {gen.judge.model}", "generation.judge",
-                       STEPS["judge"], judge, judge_fp),
-                  Step(f"labels_{mode}", f"{mode} scorer labels", "generation", STEPS["labels"], labels, labels_fp),
+                       STEPS["judge"], judge, judge_fp, (f"evolve_{mode}",)),
+                  Step(f"labels_{mode}", f"{mode} scorer labels", "generation", STEPS["labels"], labels, labels_fp,
+                       (f"judge_{mode}",)),
                   Step(f"scorer_{mode}", f"training the {mode} scorer from {gen.scorer.model}", "generation.scorer",
-                       STEPS["scorer"], scorer, scorer_fp)]
+                       STEPS["scorer"], scorer, scorer_fp, (f"labels_{mode}",))]
         scorers[mode] = posixpath.join(scorer_dir(out, mode), "model")
         fingerprints.append(scorer_fp)
     return steps, scorers, fingerprints
@@ -133,11 +136,15 @@ def plan(config: RunConfig) -> list[Step]:
     embed_fp = markers.fingerprint(snapshot(embed), score_fp)
     select = config.select
     select_fp = markers.fingerprint(snapshot(select), embed_fp)
-    steps += [Step("score", "scoring", "score", STEPS["score"], score, score_fp),
-              Step("embed", f"embedding with {config.embed.model}", "embed", STEPS["embed"], embed, embed_fp),
+    scorers = tuple(f"scorer_{mode}" for mode in trained)
+    steps += [Step("score", "scoring", "score", STEPS["score"], score, score_fp, scorers),
+              Step("embed", f"embedding with {config.embed.model}", "embed", STEPS["embed"], embed, embed_fp,
+                   ("score",)),
               Step("select", f"selecting {select.budget:,} ({select.strategy}, tau {select.threshold})", "select",
-                   STEPS["select"], select, select_fp)]
-    upstream_fp = select_fp
+                   STEPS["select"], select, select_fp, ("embed",))]
+    if config.ablation is not None:  # the arms train; the run's own selection stays for the report
+        return steps + ablation_steps(config, embed_fp)
+    upstream_fp, upstream = select_fp, "select"
     for task in ("sft", "dpo"):
         train = getattr(config, task)
         if train is None:
@@ -146,9 +153,66 @@ def plan(config: RunConfig) -> list[Step]:
         read = input_signature(train.data) if task == "dpo" else []  # the pairs are the user's files
         fp = markers.fingerprint(snapshot(dataclasses.replace(train, resume=True)), upstream_fp, read)
         steps.append(Step(task, f"{task.upper()} of {getattr(config, task).model} ({train.preset})", task,
-                          STEPS[task], train, fp))
-        upstream_fp = fp
+                          STEPS[task], train, fp, (upstream,)))
+        upstream_fp, upstream = fp, task
     return steps
+
+
+def ablation_steps(config: RunConfig, embed_fp: str) -> list[Step]:
+    """Per arm: select at the ablation's budget, train as the sft: (and dpo:) sections say, evaluate on MT-Bench;
+    then every arm against the baseline, pairwise. Each a fingerprinted step: a finished arm is skipped, a new one
+    runs alone."""
+    from deita_ray.recipe.config import ARM_STRATEGIES
+    from deita_ray.steps.compare import CompareConfig
+    from deita_ray.steps.eval import JudgeOptions
+
+    ablation, out = config.ablation, config.output
+    budget = ablation.budget or config.select.budget
+    judged = input_signature(ablation.questions + ([ablation.eval.judge_prompts] if ablation.eval.judge_prompts
+                                                   else []))
+    steps, evals = [], {}
+    for arm in ablation.arms:
+        home = arm_dir(out, arm)
+        select = dataclasses.replace(config.select, strategy=ARM_STRATEGIES[arm], budget=budget,
+                                     output=posixpath.join(home, "selection"))
+        fp = markers.fingerprint(snapshot(select), embed_fp)
+        steps.append(Step(f"select_{arm}", f"arm {arm}: selecting {budget:,} ({select.strategy})", "ablation",
+                          STEPS["select"], select, fp, ("embed",)))
+        model, last = None, f"select_{arm}"
+        for task in ("sft", "dpo"):
+            train = getattr(config, task)
+            if train is None:
+                continue
+            data = [posixpath.join(home, "selection", "selected.jsonl")] if task == "sft" else train.data
+            start = model or train.model
+            train = _models_resolved(dataclasses.replace(train, data=data, output=posixpath.join(home, task),
+                                                         model=start), config.models_dir)
+            fp = markers.fingerprint(snapshot(dataclasses.replace(train, resume=True)), fp,
+                                     input_signature(train.data) if task == "dpo" else [])
+            steps.append(Step(f"{task}_{arm}", f"arm {arm}: {task.upper()}", task, STEPS[task], train, fp, (last,)))
+            model, last = posixpath.join(home, task, "model"), f"{task}_{arm}"
+        evaluation = dataclasses.replace(ablation.eval, model=model, questions=list(ablation.questions),
+                                         output=posixpath.join(home, "eval"), overwrite=True)
+        fp = markers.fingerprint(snapshot(evaluation), fp, judged)
+        steps.append(Step(f"eval_{arm}", f"arm {arm}: MT-Bench", "ablation.eval", STEPS["eval"], evaluation, fp,
+                          (last,)))
+        evals[arm] = (evaluation.output, fp)
+    judge = {f.name: getattr(ablation.eval, f.name) for f in dataclasses.fields(JudgeOptions)}
+    for arm in ablation.arms:
+        if arm == ablation.baseline:
+            continue
+        compare = CompareConfig(**judge, evals=[evals[arm][0], evals[ablation.baseline][0]],
+                                output=posixpath.join(arm_dir(out, arm), f"vs-{ablation.baseline}"), overwrite=True)
+        fp = markers.fingerprint(snapshot(compare), evals[arm][1], evals[ablation.baseline][1])
+        steps.append(Step(f"compare_{arm}", f"arm {arm} against {ablation.baseline}", "ablation.eval",
+                          STEPS["compare"], compare, fp, (f"eval_{arm}", f"eval_{ablation.baseline}")))
+    return steps
+
+
+def arm_dir(output: str, arm: str) -> str:
+    from deita_ray.runner.layout import ARMS_DIR
+
+    return posixpath.join(output, ARMS_DIR, arm)
 
 
 def check_models(config: RunConfig) -> None:
@@ -178,7 +242,8 @@ def run_pipeline(config: RunConfig, log=print) -> dict:
     check_models(config)  # one line per bad model, before Ray starts
     make_samples(config, log)
     read = list(config.score.inputs) + (list(config.generation.seeds) if config.generation is not None else []) + (
-        list(config.dpo.data) if config.dpo is not None else [])
+        list(config.dpo.data) if config.dpo is not None else []) + (
+        list(config.ablation.questions) if config.ablation is not None else [])
     check_output(config.output, read, own=OWN_DIRS)
     # The directories other commands write on their own (select -o OUT/selection, train -o OUT/sft) are checked
     # too: a run must not start while one of them is being written.
@@ -201,6 +266,15 @@ def run_pipeline(config: RunConfig, log=print) -> dict:
         return run
 
 
+def dependents(steps: list[Step], name: str) -> list[str]:
+    """Every step that reads `name`'s output, directly or through others."""
+    found: list[str] = []
+    for step in steps:
+        if any(n == name or n in found for n in step.needs):
+            found.append(step.name)
+    return found
+
+
 def _run_step(config: RunConfig, steps: list[Step], number: int, log) -> dict:
     """One step: skipped when its record says it is done for this fingerprint, else run (resumed where an
     interrupted run of the same step left off); what comes after it is invalid until it runs again."""
@@ -210,8 +284,8 @@ def _run_step(config: RunConfig, steps: list[Step], number: int, log) -> dict:
         log(f"[{number}/{total}] {step.label.split(' ')[0]}: already done for this config, skipped")
     else:
         resume = markers.begin(config.output, step.name, step.fingerprint) and not config.overwrite
-        for later in steps[number:]:
-            fs.remove(markers.summary_path(config.output, later.name))
+        for later in dependents(steps, step.name):  # what reads this step's output is stale until it runs again
+            fs.remove(markers.summary_path(config.output, later))
         log(f"[{number}/{total}] {step.label}" + (" (resuming an interrupted run)" if resume else ""))
         summary = step.run(resume, config.ray.address)
         problem = step.type.failure(summary)

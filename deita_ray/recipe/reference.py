@@ -26,7 +26,7 @@ TARGETS = {"compact": REPO / "README.md", "full": REPO / "docs" / "config.md"}
 
 def sections() -> list[tuple[str, type, list[str], dict]]:
     """(YAML key, config class, its keys, the defaults that apply) for every section of a run config."""
-    from deita_ray.recipe.config import GenerationSection, RaySection, RunConfig, SamplePoolSection
+    from deita_ray.recipe.config import AblationSection, GenerationSection, RaySection, RunConfig, SamplePoolSection
     from deita_ray.steps import STEPS
     from deita_ray.steps.train import ONLY
     from deita_ray.train.config import TrainConfig, task_defaults
@@ -44,7 +44,7 @@ def sections() -> list[tuple[str, type, list[str], dict]]:
              for task in ("sft", "dpo", "scorer")}
     return [
         ("(top level)", RunConfig, keys(RunConfig), defaults(RunConfig)),
-        ("sample_pool / sample_seeds / sample_preferences", SamplePoolSection, keys(SamplePoolSection),
+        ("sample_pool / sample_seeds / sample_preferences / sample_questions", SamplePoolSection, keys(SamplePoolSection),
          defaults(SamplePoolSection)),
         ("score", STEPS["score"].config, keys(STEPS["score"].config), defaults(STEPS["score"].config)),
         ("embed", STEPS["embed"].config, keys(STEPS["embed"].config), defaults(STEPS["embed"].config)),
@@ -55,6 +55,8 @@ def sections() -> list[tuple[str, type, list[str], dict]]:
         ("generation.evolve", STEPS["evolve"].config, keys(STEPS["evolve"].config), defaults(STEPS["evolve"].config)),
         ("generation.judge", STEPS["judge"].config, keys(STEPS["judge"].config), defaults(STEPS["judge"].config)),
         ("generation.scorer", TrainConfig, keys(TrainConfig, ("data", "kind") + only_for("scorer")), train["scorer"]),
+        ("ablation", AblationSection, keys(AblationSection), defaults(AblationSection)),
+        ("ablation.eval", STEPS["eval"].config, keys(STEPS["eval"].config), defaults(STEPS["eval"].config)),
         ("ray", RaySection, keys(RaySection), defaults(RaySection)),
     ]
 

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from deita_ray.io import fs
+from deita_ray.report.eval import ablation_rows, ablation_table
 from deita_ray.report.figures import save_figure
 from deita_ray.runner.layout import SELECT_SUMMARY, report_dir as report_dir_of, run_stats_path, selection_dir
 
@@ -209,6 +210,7 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}img{{max-width:1
 <body><h1>deita_ray selection report</h1>
 <p>{len(pool['id']):,} scored samples, {int(mask.sum()):,} selected ({what}). Output: <code>{html.escape(output)}</code></p>
 <table><tr><th>step</th><th>rows in</th><th>rows out</th><th>quarantined</th><th>seconds</th><th>rows in / s</th></tr>{rows}</table>
+{ablation_table(ablation_rows(output))}
 {"".join(f'<p><a href="{html.escape(link)}">{html.escape(label)}: the evolution and judging report</a></p>'
          for label, link in generation)}
 {figures}</body></html>"""

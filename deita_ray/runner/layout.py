@@ -60,7 +60,12 @@ LAYOUTS = {
     "embed": StageLayout("embed", "embeddings", "embed_quarantine", "embed_read_stats", parts_subdir="index"),
     "evolve": StageLayout("evolve", "evolved", "evolve_quarantine", "evolve_read_stats"),
     "judge": StageLayout("judge", "judged", "judge_quarantine", "judge_read_stats", side_dirs=("judge_invalid",)),
+    "eval": StageLayout("eval", "graded", "eval_quarantine", "eval_read_stats"),
+    "compare": StageLayout("compare", "compared", "compare_quarantine", "compare_read_stats"),
 }
+QUESTIONS_DIR = "questions"   # the questions an eval read, as Parquet parts (its stage's input)
+PAIRS_DIR = "pairs"           # two models' answers side by side, what a comparison judges
+ARMS_DIR = "arms"             # an ablation's arms, one directory each
 JUDGE_INVALID_DIR = "judge_invalid"   # invalid judgements, raw text and reason (also in judged/, flagged)
 LABELS_DIR = "labels"
 SELECTION_DIR = "selection"
@@ -73,7 +78,7 @@ TRAIN_SUMMARY = "train_summary.json"
 # Directories directly under a run's output that its steps write: an input inside one of them is the
 # project's own output (OUT/scored read by `embed -o OUT`), not a user's file the output must keep clear of.
 OWN_DIRS = tuple(layout.results for layout in LAYOUTS.values()) + (
-    SELECTION_DIR, LABELS_DIR, REPORT_DIR, "generation", "scorers", "sft", "dpo")
+    SELECTION_DIR, LABELS_DIR, REPORT_DIR, "generation", "scorers", "sft", "dpo", QUESTIONS_DIR, PAIRS_DIR, ARMS_DIR)
 
 
 def stage_layout(stage: str, output: str) -> StageLayout:

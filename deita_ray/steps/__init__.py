@@ -6,7 +6,7 @@
 Adding a step: its file here (one config class, a `spec` or a `run`), and one line below.
 """
 
-from deita_ray.steps import embed, evolve, judge, labels, score, select, train
+from deita_ray.steps import compare, embed, eval, evolve, judge, labels, score, select, train
 
 STEPS = {step.name: step for step in (
     score.STEP,
@@ -16,4 +16,6 @@ STEPS = {step.name: step for step in (
     judge.STEP,
     labels.STEP,
     *train.STEPS,
+    eval.STEP,
+    compare.STEP,
 )}

@@ -63,11 +63,12 @@ class StepType:
     description: str              # its subcommand's description
     command: tuple[str, ...] = ()  # its subcommand (default: (name,)), e.g. ("train", "sft")
     spec: Callable | None = None  # map steps: spec(config) -> runner.spec.StageSpec
-    run: Callable | None = None   # the other steps: run(config, address) -> summary (with the common keys)
+    run: Callable | None = None   # the other steps: run(config, address, mode=) -> summary (with the common keys)
     positional: str = "inputs"    # the config field the subcommand takes as positional arguments
     required: tuple[str, ...] = ()  # flags the subcommand requires although the run config has defaults for them
     positional_help: str = "input files, directories or globs (local, s3://, ...)"
-    positional_nargs: str = "+"
+    positional_nargs: str | int | None = "+"  # argparse nargs: "+", "*", "?", a count, or None (exactly one)
+    positional_metavar: str | None = None  # how --help names each of them (default: the field's name)
     output_help: str = "output directory"
     output_required: bool = True
     epilog: str = ""
@@ -95,7 +96,7 @@ class StepType:
             from deita_ray.runner.map_job import run_job
 
             return run_job(self.spec(config), config, mode, address, stages)
-        return self.run(config, address)
+        return self.run(config, address, mode=mode)
 
     def check_resources(self, config, option: str, local: bool) -> None:
         """What the step asks of the cluster against what it has: one line (ResourceError) when it cannot fit."""

@@ -88,7 +88,7 @@ LABEL_SCHEMA = pa.schema([("id", pa.string()), ("seed_id", pa.string()), ("round
 LABEL_FILES = ("complexity.jsonl", "quality.jsonl", "labels.parquet")
 
 
-def export_labels(config: LabelsConfig, address: str | None = None, log=print) -> dict:
+def export_labels(config: LabelsConfig, address: str | None = None, log=print, mode: str = "ray") -> dict:
     """Stream the judged chains part by part into the label files: the driver holds one part's labels.
     The inputs are checked (judge output, complete) before anything under the output is removed."""
     from deita_ray.io.outputs import check_output, clear_own_files

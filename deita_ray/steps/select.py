@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import posixpath
 import time
 from typing import Literal
@@ -98,8 +99,11 @@ def check_inputs(config: SelectConfig, log=print) -> list[str]:
     return partial
 
 
-def run_select(config: SelectConfig, address: str | None = None) -> dict:
-    """Check the inputs, hold the output (and the run directory read), select, write; returns the summary."""
+def run_select(config: SelectConfig, address: str | None = None, mode: str = "ray") -> dict:
+    """Check the inputs, hold the output (and the run directory read), select, write; returns the summary.
+    `mode="local"` keeps the kept index in this process (as `--index local`)."""
+    if mode == "local":
+        config = dataclasses.replace(config, index="local")
     started = time.time()
     check_inputs(config)  # before Ray starts; checked again under the lock
     if config.index == "actor":

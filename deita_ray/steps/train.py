@@ -28,7 +28,7 @@ model is OUTPUT/model (Hugging Face format). Unset options take the preset's, el
 ONLY = {"dpo": ("beta", "ref_model", "max_prompt_length", "max_pairs"), "scorer": ("kind",)}
 
 
-def run_training(config: TrainConfig, address: str | None = None) -> dict:
+def run_training(config: TrainConfig, address: str | None = None, mode: str = "ray") -> dict:
     from deita_ray.runner.session import local_cpus
     from deita_ray.train.launch import train
 

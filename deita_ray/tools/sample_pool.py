@@ -193,6 +193,35 @@ def make_preferences(out_dir: str | Path, pairs: int = 200, seed: int = 0) -> di
     return manifest
 
 
+QUESTION_CATEGORIES = ["writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"]
+
+
+def make_questions(out_dir: str | Path, questions: int = 16, seed: int = 0) -> dict:
+    """MT-Bench-style questions in FastChat's question.jsonl format: two turns each, FastChat's categories, a
+    reference answer for the categories judged against one (math, reasoning, coding). Returns the manifest."""
+    from deita_ray.io.outputs import check_replaceable
+
+    out = Path(out_dir)
+    check_replaceable(str(out), ("question.jsonl",), "_manifest.json")
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed + 3)
+    rows = []
+    for k in range(questions):
+        topic, other = rng.sample(TOPICS, 2)
+        category = QUESTION_CATEGORIES[k % len(QUESTION_CATEGORIES)]
+        first = rng.choice(MEDIUM).format(t=topic, a=rng.choice(AUDIENCES), u=other)
+        # Never the word the quickstart's scripted judge counts ("example"): only answers may move its rating.
+        second = rng.choice([f for f in FOLLOW_UPS if "example" not in f]).format(a=rng.choice(AUDIENCES), u=other)
+        row = {"question_id": 1000 + k, "category": category, "turns": [first, second]}
+        if category in ("math", "reasoning", "coding"):
+            row["reference"] = [f"A short, correct account of {topic}.", f"The same, adapted: {second}"]
+        rows.append(row)
+    (out / "question.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = {"questions": questions, "seed": seed, "files": {"question.jsonl": questions}}
+    (out / "_manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", nargs="?", default="pool", help="directory to write the pool into (default: pool)")
     parser.add_argument("--samples", type=int, default=3000, help="number of good samples (malformed rows come on top)")

@@ -176,7 +176,11 @@ def _train(config: TrainConfig, output: str, started: float, partial: list[str],
                              failure_config=FailureConfig(max_failures=0),
                              # Ray's patched print() ignores redirected stdout, so dill's disassembly
                              # (datasets hashes map functions with it) would flood the log.
-                             worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}),
+                             # Progress bars of datasets' maps and of model loading and saving on every worker would
+                             # reach the driver's console; the worker prints one line per logged step instead.
+                             worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+                                                              "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+                                                              "HF_HUB_DISABLE_PROGRESS_BARS": "1"}}),
     )
     metrics_fs, metrics_path = url_to_fs(posixpath.join(output, FINAL_METRICS))
     if metrics_fs.exists(metrics_path):
