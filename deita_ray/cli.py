@@ -105,6 +105,10 @@ def cmd_run(args) -> int:
         return 0
     run = run_pipeline(config)
     print(format_run(run))
+    if config.ablation is not None:
+        from deita_ray.report.eval import ablation_rows, ablation_text
+
+        print("\n" + ablation_text(ablation_rows(config.output), list(config.ablation.arms)))
     return 0 if all(s.get("reconciled", True) for s in run["stages"].values()) else 1
 
 

@@ -150,8 +150,12 @@ def test_eval_and_compare_end_to_end_in_this_process_with_resume(tiny_models, tm
     assert len(answers) == 6 and all(len(a["choices"][0]["turns"]) == 2 for a in answers)
     assert len(judged) == 12 and {j["judge"] for j in judged} == {"scripted"} and all(j["judge_prompt"] for j in judged)
     assert (tmp_path / "a" / "report" / "eval.html").exists()
-    # Resume: nothing left to answer or judge; the same numbers come back.
-    again = STEPS["eval"].execute(dataclass_replace(config, resume=True), mode="local")
+    # Resume: nothing left to answer or judge (stages that fail on any batch are never called); the same numbers.
+    def never_called(batch):
+        raise AssertionError(f"resume answered or judged {batch.num_rows} rows again")
+
+    again = STEPS["eval"].execute(dataclass_replace(config, resume=True), mode="local",
+                                  stages=[never_called, never_called])
     assert again["mt_bench"] == runs["b"]["mt_bench"]
     compare = STEPS["compare"].config(evals=[str(tmp_path / "a"), str(tmp_path / "b")], output=str(tmp_path / "ab"),
                                       **judge)

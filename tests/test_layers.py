@@ -3,8 +3,8 @@
 Floors, top down (an arrow never points up, and a floor reaches only what ALLOWED names):
     cli -> recipe -> steps -> train / tools / report / preflight -> runner / stages / select -> engines
         -> prompts / io / configlib
-Training reaches only IO, prompts and config plus the runner's session, lock, completion, layout, peak and
-summary; the selection core never imports torch (but for the kept index's torch backend); stages and engines
+Training reaches only IO, prompts and config plus the runner's session, lock, completion, layout, peak,
+summary and console filters (quiet); the selection core never imports torch (but for the kept index's torch backend); stages and engines
 never import Ray; heavy libraries are imported where they are used, never when a module loads; and no module
 imports another that imports it back (no circles, function-level imports included)."""
 
@@ -31,7 +31,7 @@ ALLOWED = {
     "preflight": {"configlib", "engines.config", "runner.completion"},
     "reference": {"engines", "prompts", "io"},
     "train": {"io", "prompts", "configlib", "runner.session", "runner.lock", "runner.completion", "runner.layout",
-              "runner.peak", "runner.summary", "engines.flops"},
+              "runner.peak", "runner.summary", "runner.quiet", "engines.flops"},
     "tools": {"engines", "prompts", "io", "configlib", "runner", "stages", "select"},
     "steps": {"configlib", "engines", "io", "prompts", "runner", "select", "stages", "report", "train"},
     "recipe": {"configlib", "engines.config", "io", "preflight", "report", "runner", "steps", "tools", "train.config"},

@@ -281,7 +281,9 @@ def _run_step(config: RunConfig, steps: list[Step], number: int, log) -> dict:
     step, total = steps[number - 1], len(steps)
     summary = None if config.overwrite else markers.done(config.output, step.name, step.fingerprint)
     if summary:
-        log(f"[{number}/{total}] {step.label.split(' ')[0]}: already done for this config, skipped")
+        # "scoring", or the whole "arm deita: SFT": an arm's steps differ only after the first word
+        head = step.label.split(" (")[0] if step.label.startswith("arm ") else step.label.split(" ")[0]
+        log(f"[{number}/{total}] {head}: already done for this config, skipped")
     else:
         resume = markers.begin(config.output, step.name, step.fingerprint) and not config.overwrite
         for later in dependents(steps, step.name):  # what reads this step's output is stale until it runs again

@@ -17,7 +17,7 @@ import posixpath
 import numpy as np
 
 from deita_ray.io import fs
-from deita_ray.report.figures import save_figure
+from deita_ray.report.figures import page_style, save_figure
 from deita_ray.runner.layout import report_dir
 
 RESAMPLES = 1000
@@ -87,22 +87,25 @@ def write_eval_page(output: str, stats: dict, title: str) -> str:
     axes[0].set_ylim(0, 10)
     axes[0].tick_params(axis="x", rotation=20)
     turns = [t for t, s in stats["by_turn"].items() if s["mean"] is not None]
-    axes[1].bar([f"turn {t}" for t in turns], [stats["by_turn"][t]["mean"] for t in turns])
+    by_turn = [stats["by_turn"][t] for t in turns]
+    axes[1].bar([f"turn {t}" for t in turns], [s["mean"] for s in by_turn], capsize=3,
+                yerr=[[s["mean"] - s["low"] for s in by_turn], [s["high"] - s["mean"] for s in by_turn]])
     axes[1].set_ylim(0, 10)
     axes[1].set_ylabel("MT-Bench rating (1-10)")
     save_figure(fig, out, "eval.png")
     rows = "".join(f"<tr><td>{html.escape(c)}</td><td>{_interval(s)}</td><td>{s['n']:,}</td></tr>"
                    for c, s in stats["by_category"].items())
+    turn_rows = "".join(f"<tr><th>turn {t}</th><td>{_interval(s)}</td><td>{s['n']:,}</td></tr>"
+                        for t, s in stats["by_turn"].items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>MT-Bench: {html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 10px}}img{{max-width:100%}}</style></head><body>
+{page_style()}</head><body>
 <h1>MT-Bench: {html.escape(title)}</h1>
 <p>Overall {_interval(stats['overall'])} (mean rating, 95% bootstrap interval over questions) from
 {stats['overall']['n']:,} valid judgements; {stats['invalid_judgements']:,} invalid (not counted).
 Judge prompts: {html.escape(str(stats.get('judge_prompts', '')))}.</p>
-<table><tr><th>category</th><th>rating [95% interval]</th><th>turns judged</th></tr>{rows}</table>
+<table><tr><th>category</th><th>rating [95% interval]</th><th>turns judged</th></tr>{rows}{turn_rows}</table>
 <figure><img src="eval.png" alt="ratings per category and per turn"><figcaption>Mean rating per category (bars:
-95% bootstrap interval) and per turn.</figcaption></figure></body></html>"""
+95% bootstrap interval) and per turn (the same).</figcaption></figure></body></html>"""
     path = posixpath.join(out, "eval.html")
     fs.write_text(path, page)
     return path
@@ -133,12 +136,33 @@ def ablation_rows(output: str) -> list[dict]:
     return rows
 
 
+def ablation_text(rows: list[dict], arms: list[str] | None = None) -> str:
+    """The same table for the terminal, for `arms` (all under the output when None)."""
+    rows = [r for r in rows if arms is None or r["arm"] in arms]
+    if not rows:
+        return ""
+    width = max(len("arm"), *(len(r["arm"]) for r in rows))
+    lines = [f"{'arm':{width}s}  {'selection':12s} {'samples':>8s}  {'MT-Bench [95% interval]':26s} "
+             f"win / tie / loss (turns)"]
+    for r in rows:
+        versus = (f"{r['pairwise']['win']} / {r['pairwise']['tie']} / {r['pairwise']['loss']} vs {r['against']}"
+                  if r["pairwise"] else "(baseline)" if r["against"] is None else "-")
+        score = _interval(r["mt_bench"]) if r["mt_bench"] else "not evaluated"
+        samples = f"{r['samples']:,}" if r["samples"] is not None else "-"
+        lines.append(f"{r['arm']:{width}s}  {str(r['strategy']):12s} {samples:>8s}  {score:26s} {versus}")
+    return "\n".join(lines)
+
+
 def ablation_table(rows: list[dict]) -> str:
-    """The paper's kind of table (its Tables 3-6): arm, samples, MT-Bench with interval, win/tie/loss."""
+    """The paper's kind of table (its Tables 3-6): arm (linking its eval page), samples, MT-Bench with interval,
+    win/tie/loss; for the report page at OUT/report."""
+    from deita_ray.runner.layout import ARMS_DIR
+
     if not rows:
         return ""
     body = "".join(
-        f"<tr><td>{html.escape(r['arm'])}</td><td>{html.escape(str(r['strategy']))}</td>"
+        f"<tr><td><a href=\"../{ARMS_DIR}/{html.escape(r['arm'])}/eval/report/eval.html\">{html.escape(r['arm'])}</a>"
+        f"</td><td>{html.escape(str(r['strategy']))}</td>"
         f"<td>{r['samples'] if r['samples'] is not None else '-'}</td>"
         f"<td>{_interval(r['mt_bench']) if r['mt_bench'] else 'not evaluated'}</td>"
         f"<td>{r['invalid'] if r['invalid'] is not None else '-'}</td>"

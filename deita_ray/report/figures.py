@@ -1,4 +1,4 @@
-"""What both reports share: a matplotlib figure saved as a PNG through the filesystem layer."""
+"""What the report pages share: their style, and a matplotlib figure saved as a PNG through the filesystem layer."""
 
 from __future__ import annotations
 
@@ -6,6 +6,14 @@ import io
 import posixpath
 
 from deita_ray.io import fs
+
+
+# One look for every page (selection, generation, eval); `align` is the table cells' alignment.
+def page_style(align: str = "left") -> str:
+    return ("<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse;margin:1em 0}"
+            f"td,th{{border:1px solid #ccc;padding:4px 10px;text-align:{align}}}img{{max-width:100%}}"
+            "figure{margin:1.5em 0}</style>")
 
 
 def save_figure(fig, directory: str, name: str) -> None:

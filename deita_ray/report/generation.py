@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from deita_ray.io import fs
 from deita_ray.io.writer import list_parts
-from deita_ray.report.figures import save_figure
+from deita_ray.report.figures import page_style, save_figure
 from deita_ray.runner.layout import LAYOUTS, report_dir
 
 COLUMNS = ["mode", "scores", "stop_rule", "rounds_completed", "generated_tokens", "judge_tokens", "judge_status"]
@@ -156,8 +156,7 @@ def _page(stats: dict, images: list, back: str) -> str:
     figures = "".join(f'<figure><img src="{n}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
                       for n, c in images)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>deita_ray evolution and judging</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 10px;text-align:left}}img{{max-width:100%}}</style></head>
+{page_style()}</head>
 <body><h1>Evolution and judging</h1><p><a href="{back}">the selection report</a></p>
 <h2>Chains</h2>{_table(chains)}<h2>Variants per chain</h2>{_table(lengths)}
 <h2>Mean judge score by round (round 0 = the seed)</h2>{_table(means)}{figures}</body></html>"""

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from deita_ray.io import fs
 from deita_ray.report.eval import ablation_rows, ablation_table
-from deita_ray.report.figures import save_figure
+from deita_ray.report.figures import page_style, save_figure
 from deita_ray.runner.layout import SELECT_SUMMARY, report_dir as report_dir_of, run_stats_path, selection_dir
 
 # Where the step-by-step commands leave their summaries under one output (when no run_stats.json says more).
@@ -179,12 +179,15 @@ def _time_figure(plt, stages: dict, save) -> None:
 def _training_figure(plt, curves: dict, save) -> None:
     if not curves:
         return
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.2), squeeze=False)
     for ax, (name, losses) in zip(axes[0], curves.items()):
         steps, values = zip(*losses)
         ax.plot(steps, values)
         ax.set_title(name)
         ax.set_xlabel("optimizer step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         ax.set_ylabel("DPO loss" if name.startswith("dpo") else "training loss (cross-entropy)")
     save(fig, "training.png", "Training loss per optimizer step of every training of the run, one panel each (DPO's "
                               "loss starts at ln 2 and is not on the language-modelling scale).")
@@ -205,8 +208,7 @@ def _page(output, report_dir, pool, mask, stages, images, selection) -> str:
     what = (f"strategy {html.escape(str(selection.get('strategy')))}, budget {selection.get('budget', 0):,}, "
             f"τ {selection.get('threshold')}" if selection else "")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>deita_ray selection report</title>
-<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}img{{max-width:100%}}figure{{margin:1.5em 0}}</style></head>
+{page_style("right")}</head>
 <body><h1>deita_ray selection report</h1>
 <p>{len(pool['id']):,} scored samples, {int(mask.sum()):,} selected ({what}). Output: <code>{html.escape(output)}</code></p>
 <table><tr><th>step</th><th>rows in</th><th>rows out</th><th>quarantined</th><th>seconds</th><th>rows in / s</th></tr>{rows}</table>

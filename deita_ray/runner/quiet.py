@@ -50,6 +50,24 @@ def drop_log_lines(logger: str, prefix: str) -> None:
         target.addFilter(_DropStarting(prefix))
 
 
+@contextlib.contextmanager
+def deepspeed_on_cpu_told():
+    """While DeepSpeed picks its accelerator (when TRL or transformers import it) in a process where CUDA shows
+    no device, tell it "cpu": it would pick the CPU anyway, but with a warning that reads like a fault on every
+    CPU run. Where a GPU shows, nothing changes; the variable is put back after, so processes started later
+    (Ray's workers on a GPU node) detect for themselves."""
+    import torch
+
+    if "DS_ACCELERATOR" in os.environ or torch.cuda.device_count() > 0:
+        yield
+        return
+    os.environ["DS_ACCELERATOR"] = "cpu"
+    try:
+        yield
+    finally:
+        os.environ.pop("DS_ACCELERATOR", None)
+
+
 def quiet_ray_data() -> None:
     """Ray Data's bars only on a terminal (piped, our own progress lines say more in fewer lines), and its console
     handler at WARNING; its file log keeps everything."""

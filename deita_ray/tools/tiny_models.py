@@ -119,12 +119,18 @@ def make_tiny_models(out_dir: str | Path, seed: int = 0, overwrite: bool = False
     out.mkdir(parents=True, exist_ok=True)
     (out / "README.json").write_text(json.dumps({"what": "tiny random-init models made by deita-ray make-models",
                                                  "seed": seed, "models": list(paths)}, indent=2))
+    from transformers.utils import logging as hf_logging
+
+    from deita_ray.runner.quiet import deepspeed_on_cpu_told
+
+    hf_logging.disable_progress_bar()  # a bar per tiny shard says nothing; the caller says what is being made
     tokenizer = build_tokenizer()
-    for i, (name, path) in enumerate(paths.items()):
-        if name == "generator":
-            build_tiny_generator(path, tokenizer, seed=seed + i)
-        else:
-            build_tiny_llama(path, tokenizer, seed=seed + i)
+    with deepspeed_on_cpu_told():  # save_pretrained imports DeepSpeed through accelerate
+        for i, (name, path) in enumerate(paths.items()):
+            if name == "generator":
+                build_tiny_generator(path, tokenizer, seed=seed + i)
+            else:
+                build_tiny_llama(path, tokenizer, seed=seed + i)
     return paths
 
 

@@ -162,7 +162,10 @@ def check_trl_keys(config: TrainConfig) -> None:
     is about to start, not when a run config loads)."""
     import dataclasses
 
-    from trl import DPOConfig, SFTConfig
+    from deita_ray.runner.quiet import deepspeed_on_cpu_told
+
+    with deepspeed_on_cpu_told():
+        from trl import DPOConfig, SFTConfig
 
     cls = DPOConfig if config.task == "dpo" else SFTConfig
     known = {f.name for f in dataclasses.fields(cls)}

@@ -126,7 +126,7 @@ def check_resources(config: TrainConfig, option: str = "") -> None:
 
 def _train(config: TrainConfig, output: str, started: float, partial: list[str], log, address: str | None,
            num_cpus: int | None) -> dict:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from deita_ray.io.fs import remove, url_to_fs, write_json
@@ -172,6 +172,9 @@ def _train(config: TrainConfig, output: str, started: float, partial: list[str],
                                      resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         run_config=RunConfig(name="checkpoints", storage_path=output,
+                             # Ray Train's own INFO lines (resources requested, the worker group, every reported
+                             # result with its metrics) are no news on the console; its system log keeps them.
+                             logging_config=LoggingConfig(log_level="WARNING"),
                              checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=0),
                              # Ray's patched print() ignores redirected stdout, so dill's disassembly
@@ -185,7 +188,10 @@ def _train(config: TrainConfig, output: str, started: float, partial: list[str],
     metrics_fs, metrics_path = url_to_fs(posixpath.join(output, FINAL_METRICS))
     if metrics_fs.exists(metrics_path):
         metrics_fs.rm(metrics_path)  # so a stale file can never pass for this run's result
-    trainer.fit()
+    from deita_ray.runner.quiet import native_noise_filtered
+
+    with native_noise_filtered():  # the controller's actors repeat Ray Data's constructor-argument warning
+        trainer.fit()
     with metrics_fs.open(metrics_path) as f:
         metrics = json.load(f)
     seconds = time.time() - started

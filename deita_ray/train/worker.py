@@ -138,7 +138,13 @@ def progress_lines(task: str):
 def train_loop(loop_config: dict) -> None:
     import ray.train
     import torch
-    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+
+    from deita_ray.runner.quiet import deepspeed_on_cpu_told
+
+    with deepspeed_on_cpu_told():  # DeepSpeed chooses its accelerator once, when transformers first imports it
+        import deepspeed  # noqa: F401
+        from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+    _quiet_result_lines()
 
     cfg = loop_config["config"]
     context = ray.train.get_context()
@@ -191,6 +197,19 @@ def train_loop(loop_config: dict) -> None:
         write_json(posixpath.join(cfg["output"], FINAL_METRICS), metrics)
     ray.train.report(metrics)
     shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def _quiet_result_lines() -> None:
+    """Ray Train logs every reported result with all its metrics at INFO on a logger named by its file's path
+    (so LoggingConfig's level misses it): one long line per report on the driver's console that repeats what the
+    step lines said. Dropped here; Ray's log files keep the rest."""
+    from deita_ray.runner.quiet import drop_log_lines
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: its lines stay
+        return
+    drop_log_lines(context.__file__, "Reporting training result")
 
 
 def _tensorboard_dir(cfg: dict) -> None:
