@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny models and a small pool built once per run, one local Ray session per run."""
+"""Shared fixtures: tiny models and a small pool built once per run, one local Ray session per run (per
+pytest-xdist worker: the suite runs on two workers by default, `-n 0` runs it in one process)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,27 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    """Each xdist worker gets a Ray temp directory of its own: `ray.init()` would otherwise join the other
+    worker's Ray (it finds the cluster named under RAY_TMPDIR), and a test that looks for Ray's processes
+    must find only its own. Ray Train checks its workers every 0.5 s instead of 2 (each tiny training
+    ends up to 2 s sooner; nothing else changes)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        base = os.environ.get("RAY_TMPDIR", "/tmp")
+        os.environ["RAY_TMPDIR"] = os.path.join(base, f"rt-{worker}")
+        os.makedirs(os.environ["RAY_TMPDIR"], exist_ok=True)
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+
+
+def pytest_collection_modifyitems(config, items):
+    """With `--dist loadgroup`: a module's tests stay on one worker (its module fixtures run once), and every
+    test that starts a vLLM engine runs on one worker, one at a time (each reserves GBs of RAM on the CPU)."""
+    for item in items:
+        group = "vllm" if item.get_closest_marker("vllm") else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

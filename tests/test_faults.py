@@ -17,9 +17,13 @@ pytestmark = pytest.mark.ray
 
 
 def _scoring_actor_at_work(min_cpu_seconds: float):
+    """A scoring actor of this test run's Ray (its processes inherit our RAY_TMPDIR; another Ray on the machine,
+    such as the other pytest worker's, is left alone)."""
     for proc in psutil.process_iter(["cmdline"]):
         if " ".join(proc.info["cmdline"] or []).startswith("ray::MapWorker(MapBatches(ScoreStage"):
             try:
+                if proc.environ().get("RAY_TMPDIR") != os.environ.get("RAY_TMPDIR"):
+                    continue
                 if proc.cpu_times().user >= min_cpu_seconds:  # loaded its model and has scored batches
                     return proc
             except psutil.NoSuchProcess:

@@ -1,7 +1,6 @@
 """`ray job submit` for real: our own Ray head on loopback (token auth on, Ray 2.60's default),
-`deita-ray run recipe-quickstart` (seeds to selection) and then `deita-ray train sft` on its selection, submitted with the shipped
-runtime env,
-outputs checked, and only that head stopped."""
+`deita-ray run quickstart` (pool to selection) and then `deita-ray train sft` on its selection with two Ray Train
+workers, submitted with the shipped runtime env, outputs checked, and only that head stopped."""
 
 import json
 import os
@@ -40,13 +39,11 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
     env = dict(os.environ, PATH=f"{ray_bin.parent}:{os.environ['PATH']}", RAY_AUTH_MODE="token")
     env.pop("RAY_ADDRESS", None)
     out = tmp_path / "out"
-    # The recipe (seeds -> Evol -> judge -> labels -> scorer -> score -> embed -> select) as one job; Evol Complexity
-    # only, and the training on the selection as a job of its own below (test_recipe runs every step in-process):
-    # what is tested here is the submission.
-    recipe = ["recipe-quickstart", f"--set=output={out}", f"--set=models_dir={tiny_models['generator'].parent}",
-              "--set=generation.modes=[complexity]", "--set=sft=null", "--set=dpo=null",
-              *[f"--set={name}.dir={tmp_path / name}" for name in ("sample_seeds", "sample_pool")],
-              '--set=sample_preferences.dir=""']  # no DPO here: no preference pairs to make
+    # The quickstart (pool -> score -> embed -> select) as one job, then the training on the selection as a job of
+    # its own below: what is tested here is the submission (test_recipe runs every step of the recipe on Ray).
+    recipe = ["quickstart", f"--set=output={out}", f"--set=models_dir={tiny_models['generator'].parent}",
+              f"--set=sample_pool.dir={tmp_path / 'sample_pool'}", "--set=sample_pool.samples=300",
+              "--set=select.budget=100"]
     # Every port of our head is a free one: the test run's own Ray may already hold the defaults
     # (its dashboard agent on 52365 made this head's agent fail: "No available agent to submit job").
     agent_ports = [f"--{flag}={free_port()}" for flag in (
@@ -74,8 +71,7 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
 
         submit("python", "-m", "deita_ray.cli", "run", *recipe)
         stages = json.loads((out / "run_stats.json").read_text())["stages"]
-        assert all(s["reconciled"] for s in stages.values()) and len(stages) == 7
-        assert list(stages)[:4] == ["evolve_complexity", "judge_complexity", "labels_complexity", "scorer_complexity"]
+        assert all(s["reconciled"] for s in stages.values()) and list(stages) == ["score", "embed", "select"]
         assert stages["select"]["rows_out"] == 100
         assert len((out / "selection" / "selected.jsonl").read_text().splitlines()) == 100
         # Then train on the selection, as a second job on the same cluster (2 Ray Train workers).
