@@ -14,22 +14,16 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def pytest_configure(config):
     """Each xdist worker gets a Ray temp directory of its own: `ray.init()` would otherwise join the other
     worker's Ray (it finds the cluster named under RAY_TMPDIR), and a test that looks for Ray's processes
-    must find only its own. Ray Train checks its workers every 0.5 s instead of 2 (each tiny training
-    ends up to 2 s sooner; nothing else changes)."""
+    must find only its own. vLLM on the CPU reserves 1 GiB for its KV cache instead of a fifth of the RAM
+    (plenty for the tiny models; two workers' engines at 4.9 GB each exhausted the 24 GiB). Ray Train checks
+    its workers every 0.5 s instead of 2 (each tiny training ends up to 2 s sooner; nothing else changes)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker:
         base = os.environ.get("RAY_TMPDIR", "/tmp")
         os.environ["RAY_TMPDIR"] = os.path.join(base, f"rt-{worker}")
         os.makedirs(os.environ["RAY_TMPDIR"], exist_ok=True)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-
-
-def pytest_collection_modifyitems(config, items):
-    """With `--dist loadgroup`: a module's tests stay on one worker (its module fixtures run once), and every
-    test that starts a vLLM engine runs on one worker, one at a time (each reserves GBs of RAM on the CPU)."""
-    for item in items:
-        group = "vllm" if item.get_closest_marker("vllm") else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
