@@ -113,6 +113,16 @@ def test_dpo_on_the_shared_preference_demo(shared_data, tokenizer):
     assert stats["rows_used"] > 250 and table.column("chosen")[0].as_py().endswith("</s>")
 
 
+def test_the_same_labels_in_another_order_give_the_same_training_rows(tmp_path, tokenizer):
+    """A resumed judge writes its parts in another order: the scorer must still train on the same sequence."""
+    rows = [{"id": f"s{i}/r{i % 3}", "instruction": f"Task number {i} about rivers", "score": 1 + i % 6}
+            for i in range(12)]
+    one, _ = data.prepare_scorer([_write_jsonl(tmp_path / "a.jsonl", rows)], tokenizer, "complexity")
+    other, _ = data.prepare_scorer([_write_jsonl(tmp_path / "b.jsonl", rows[7:] + rows[:7][::-1])], tokenizer,
+                                   "complexity")
+    assert one.to_pylist() == other.to_pylist()
+
+
 def test_scorer_rows_end_in_the_score_digit_which_is_the_only_loss_token(tmp_path, tokenizer):
     from deita_ray.engines.base import digit_token_ids
     from deita_ray.prompts import complexity_prompt, quality_prompt

@@ -316,6 +316,9 @@ def prepare_scorer(inputs: list[str], tokenizer, kind: str = "complexity", max_l
     from deita_ray.prompts.truncate import fit_prompt
 
     records, skipped = read_records(inputs)
+    # Labels arrive in the order the judge's parts were written, which a resumed judge changes; the trainer
+    # shuffles with its seed, so one canonical order first makes the same labels train the same scorer.
+    records.sort(key=lambda r: json.dumps(r, sort_keys=True, ensure_ascii=False, default=str))
     total = len(records) + sum(skipped.values())
     digits = digit_token_ids(tokenizer)
     render = (lambda f: complexity_prompt(f[0])) if kind == "complexity" else (lambda f: quality_prompt(f[0], f[1]))
