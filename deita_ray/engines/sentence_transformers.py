@@ -27,7 +27,11 @@ class SentenceTransformerEngine:
         self.context_length = int(self.model.max_seq_length)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
-        return [len(ids) for ids in self.model.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        # Counted up to one past the context: enough to tell a text that will be cut, and tokenizing with a
+        # max_length keeps transformers from warning, for every long text, that the model cannot take it.
+        encoded = self.model.tokenizer(texts, add_special_tokens=True, truncation=True,
+                                       max_length=self.context_length + 1)
+        return [len(ids) for ids in encoded["input_ids"]]
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Batched by length with the padding share bounded (engines/batching.py), one encode call per batch."""
