@@ -95,19 +95,22 @@ def test_same_input_and_config_give_the_same_selection_and_new_rows_are_scored(c
     assert again["stages"]["embed"]["rows_out"] == first["stages"]["embed"]["rows_out"] + 10
 
 
-def test_rerun_skips_finished_stages(clean_run, tiny_models, pool_dir):
+def test_rerun_skips_finished_stages(clean_run, tiny_models, pool_dir, tmp_path):
+    import shutil
+
     out, _ = clean_run
     logs = []
     run_pipeline(load_config(None, data=_config(tiny_models, pool_dir, out)), log=logs.append)
     assert any("scoring: already done" in line for line in logs)
     assert any("embedding: already done" in line for line in logs)
-    # A changed scoring config invalidates scoring and everything after it.
-    changed = _config(tiny_models, pool_dir, out)
+    # A changed scoring config invalidates scoring and everything after it (on a copy: the clean run stays whole).
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    changed = _config(tiny_models, pool_dir, copy)
     changed["score"]["aggregation"] = "mean"
     logs.clear()
     run_pipeline(load_config(None, data=changed), log=logs.append)
     assert "[1/3] scoring" in logs and "[2/3] embedding with " + str(tiny_models["embedder"]) in logs
-    run_pipeline(load_config(None, data=_config(tiny_models, pool_dir, out)), log=lambda *_: None)  # restore
 
 
 def test_killed_driver_resumes_to_the_clean_result(clean_run, tiny_models, pool_dir, tmp_path):

@@ -70,6 +70,7 @@ def test_sft_learns_and_saves_under_each_backend(ray_session, tiny_models, train
     assert losses[-1] < 0.5 * losses[0], losses
     assert bool(list((tmp_path / "logs").rglob("events.out.tfevents*"))) == bool(logs)  # OUTPUT/logs
     finished[("sft", backend)] = summary
+    finished[("sft", backend, "output")] = tmp_path
     if ("sft", "none") in finished and backend != "none":
         # fp32 with the same data order: sharding optimizer state and parameters does not change the math.
         reference = [loss for _, loss in finished[("sft", "none")]["losses"]]
@@ -86,21 +87,25 @@ def test_dpo_learns_and_saves_under_each_backend(ray_session, tiny_models, train
 
 
 def test_rerun_resumes_from_the_latest_epoch_checkpoint(ray_session, tiny_models, train_data, tmp_path, finished):
+    import shutil
+
     if ("sft", "none") not in finished:
         out = tmp_path / "reference"
         finished[("sft", "none")] = _train("sft", tiny_models["scorer-complexity"], train_data["sft"], out)
-    first = _train("sft", tiny_models["scorer-complexity"], train_data["sft"], tmp_path, epochs=2)
+        finished[("sft", "none", "output")] = out
+    # On an output that holds another run's checkpoints (steps 8 and 12), `resume: false` starts over.
+    run = tmp_path / "run"
+    shutil.copytree(finished[("sft", "none", "output")], run)
+    first = _train("sft", tiny_models["scorer-complexity"], train_data["sft"], run, epochs=2, resume=False)
     assert first["global_step"] == 8 and first["resumed_from_step"] is None
-    # The same run asked for a third epoch: it starts from the step-8 checkpoint, not from scratch.
-    again = _train("sft", tiny_models["scorer-complexity"], train_data["sft"], tmp_path, epochs=3)
+    # The same run asked for a third epoch: it starts from its own step-8 checkpoint, not from scratch.
+    again = _train("sft", tiny_models["scorer-complexity"], train_data["sft"], run, epochs=3)
     assert again["resumed_from_step"] == 8 and again["global_step"] == 12
     # With a constant learning rate, steps 9-12 match those of the uninterrupted 3-epoch run: the
     # weights, optimizer state and data order all came back from the checkpoint.
     resumed = dict(again["losses"])
     straight = dict(finished[("sft", "none")]["losses"])
     np.testing.assert_allclose([resumed[s] for s in range(9, 13)], [straight[s] for s in range(9, 13)], rtol=1e-4)
-    fresh = _train("sft", tiny_models["scorer-complexity"], train_data["sft"], tmp_path, epochs=1, resume=False)
-    assert fresh["resumed_from_step"] is None and fresh["global_step"] == 4  # resume: false starts over
 
 
 KEYWORDS = ["apple", "river", "stone", "cloud", "music", "paper"]  # keyword k means complexity score k + 1
