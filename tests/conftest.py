@@ -28,9 +28,10 @@ def pytest_configure(config):
 
 # The longest test files, longest first: with `--dist loadfile` the workers take files in collection order, so
 # these start early and the run does not end on one worker finishing a long file alone (measured on 2 cores).
-LONGEST_FIRST = ("test_recipe", "test_object_store", "test_generation_ray", "test_ablation", "test_docs",
-                 "test_benchmarks", "test_pipeline", "test_train", "test_vllm_engine", "test_job_submit",
-                 "test_multinode", "test_select_job", "test_generation")
+LONGEST_FIRST = ("test_recipe", "test_pipeline", "test_benchmarks", "test_train", "test_vllm_engine",
+                 "test_object_store", "test_ablation", "test_docs", "test_generation_ray", "test_generation",
+                 "test_select_job", "test_multinode", "test_job_submit", "test_faults", "test_run_lock",
+                 "test_ray_scoring", "test_stage_failures", "test_bench_gpu", "test_resources", "test_http_engine")
 
 
 def pytest_collection_modifyitems(config, items):
