@@ -149,31 +149,6 @@ def test_driver_killed_inside_a_stage_resumes_only_what_is_missing(clean_run, ti
     assert _selected(crashed) == _selected(out)
 
 
-def test_run_with_sft_and_dpo_trains_on_the_selection(clean_run, tiny_models, pool_dir, tmp_path):
-    """`sft:` fine-tunes on the selection and `dpo:` tunes the SFT model on preference pairs, in the same run;
-    the finished scoring/embedding/selection steps are reused, and a rerun skips the training steps too."""
-    out, _ = clean_run
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"prompt": f"Say colour {i}", "chosen": "red", "rejected": "purple dog"}) + "\n"
-                             for i in range(8)))
-    config = _config(tiny_models, pool_dir, out)
-    small = {"num_workers": 1, "global_batch_size": 4, "per_device_batch_size": 2, "epochs": 1, "max_steps": 2,
-             "max_length": 128, "learning_rate": 1e-3}
-    config["sft"] = {"model": str(tiny_models["embedder"]), **small}
-    config["dpo"] = {"data": [str(pairs)], **small}
-    logs = []
-    run = run_pipeline(load_config(None, data=config), log=logs.append)
-    assert sum("already done" in line for line in logs) == 3  # score, embed, select reused
-    sft, dpo = run["stages"]["sft"], run["stages"]["dpo"]
-    assert sft["rows_in"] == 100 and sft["rows_out"] + sft["rows_quarantined"] == 100 and sft["global_step"] == 2
-    assert sft["model"] == str(out / "sft" / "model") and (out / "sft" / "model" / "config.json").exists()
-    assert dpo["rows_in"] == 8 and dpo["reconciled"] and (out / "dpo" / "model" / "config.json").exists()
-    assert json.loads((out / "dpo" / "train_summary.json").read_text())["config"]["model"] == str(out / "sft" / "model")
-    logs.clear()
-    run_pipeline(load_config(None, data=config), log=logs.append)
-    assert sum("already done" in line for line in logs) == 5
-
-
 def test_train_sections_are_checked_at_load(tiny_models, pool_dir, tmp_path):
     from deita_ray.recipe.config import ConfigError
 

@@ -56,7 +56,12 @@ def test_the_recipe_end_to_end_then_every_step_skipped(clean, models_dir):
     assert summary["config"]["complexity_model"].endswith("scorers/complexity/model")  # scored by what it trained
     assert summary["config"]["quality_model"].endswith("scorers/quality/model")
     assert stages["select"]["rows_out"] == 100 and stages["sft"]["global_step"] == 4 and stages["dpo"]["global_step"] == 4
+    sft, dpo = stages["sft"], stages["dpo"]
+    assert sft["rows_in"] == 100 and sft["rows_out"] + sft["rows_quarantined"] == 100  # SFT trains on the selection
+    assert sft["model"] == str(tmp_path / "out" / "sft" / "model") and dpo["reconciled"]
     assert (tmp_path / "out" / "dpo" / "model" / "config.json").exists()
+    dpo_config = json.loads((tmp_path / "out" / "dpo" / "train_summary.json").read_text())["config"]
+    assert dpo_config["model"] == sft["model"]  # DPO tunes the SFT model
     report = (tmp_path / "out" / "report" / "index.html").read_text()
     assert "training.png" in report and "generation/complexity/report/generation.html" in report
     table = format_run(run)
@@ -78,6 +83,9 @@ def test_a_changed_input_reruns_the_steps_after_it(models_dir, tmp_path):
     select_only = {s.name: s.fingerprint for s in plan(
         _recipe(tmp_path, models_dir, **{"select.budget": 50}))}
     assert [n for n in STEPS if base[n] != select_only[n]] == ["select", "sft", "dpo"]
+    # Training added to (or dropped from) a finished run leaves every step before it as it was: they are reused.
+    untrained = {s.name: s.fingerprint for s in plan(_recipe(tmp_path, models_dir, sft="null", dpo="null"))}
+    assert untrained == {n: f for n, f in base.items() if n not in ("sft", "dpo")}
 
 
 def test_released_scorers_skip_the_generation_half(models_dir, tmp_path, tiny_models):
