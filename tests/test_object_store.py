@@ -53,7 +53,7 @@ def s3_env():
 
 
 def _config(tiny_models, pool_dir, out):
-    # One file of the pool (107 rows, 54 parts of 2 on S3): parts enough to die between, few slow PUTs to moto.
+    # One file of the pool (105 good rows, ~53 parts of 2 on S3): parts enough to die between, few slow PUTs to moto.
     return {"output": out, "inputs": [str(pool_dir / "alpaca.json")],
             "score": {"complexity_model": str(tiny_models["scorer-complexity"]),
                       "quality_model": str(tiny_models["scorer-quality"]), "batch_rows": 2},
