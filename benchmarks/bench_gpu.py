@@ -33,7 +33,6 @@ run); the reference's LM head once per generated token; training 3x forward. Sco
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -44,15 +43,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+from gpu_common import (
+    LLAMA_SHAPES,
+    body_params,
+    build_random_llama,
+    engine_dtype,
+    forward_flops,
+    free,
+    load_conversations,
+    sync,
+)
+from gpu_filter import part_filter
+from gpu_train import part_train
 
 # embed first (it builds the 7B that vllm and score then reuse, score deletes); filter, the longest, last.
 PARTS = ["peak", "embed", "vllm", "score", "train", "filter"]
-LLAMA_SHAPES = {  # name: hidden, layers, heads, kv heads, intermediate, vocab
-    "llama2-7b": dict(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008, vocab=32000),
-    "llama2-13b": dict(hidden=5120, layers=40, heads=40, kv_heads=40, intermediate=13824, vocab=32000),
-    "tinyllama-1.1b": dict(hidden=2048, layers=22, heads=32, kv_heads=4, intermediate=5632, vocab=32000),
-    "smoke": dict(hidden=64, layers=2, heads=2, kv_heads=2, intermediate=128, vocab=2048),
-}
 FULL = dict(score_shapes=["llama2-7b", "llama2-13b"], embed_shape="llama2-7b", train_shape="tinyllama-1.1b",
             samples=1000, reference_prompts=200, batch_size=64, peak_n=8192,
             filter_n=1_000_000, filter_dim=4096, filter_budget=10_000, filter_clusters=9_000, filter_cpu_n=200_000,
@@ -61,75 +66,9 @@ SMOKE = dict(score_shapes=["smoke"], embed_shape="smoke", train_shape="smoke",
              samples=40, reference_prompts=20, batch_size=16, peak_n=1024,
              filter_n=20_000, filter_dim=64, filter_budget=500, filter_clusters=300, filter_cpu_n=12_000,
              train_steps=6, train_batch=4, train_merge=2, max_length=512)
-TAU = 0.9
-BUILT = "_built"  # written after a model's save completes
 
 
 # ------------------------------------------------------------------ shared pieces
-
-def sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def body_params(shape: dict) -> int:
-    """Parameters of the transformer body (no embedding, no LM head)."""
-    h, kv = shape["hidden"], shape["hidden"] * shape["kv_heads"] // shape["heads"]
-    per_layer = h * h * 2 + h * kv * 2 + 3 * h * shape["intermediate"] + 2 * h
-    return shape["layers"] * per_layer + h
-
-
-def forward_flops(shape: dict, lengths: list[int], lm_head_positions: int) -> float:
-    """Forward FLOPs over sequences of these lengths, the LM head applied at `lm_head_positions` positions."""
-    tokens = float(sum(lengths))
-    attention = 2.0 * shape["layers"] * shape["hidden"] * float(sum(n * n for n in lengths))
-    return 2.0 * body_params(shape) * tokens + attention + 2.0 * shape["hidden"] * shape["vocab"] * lm_head_positions
-
-
-def build_random_llama(path: Path, shape: dict, device) -> Path:
-    """A random-init Llama of `shape` in bf16 (fp32 on a CPU smoke run), made on `device`, saved with the
-    project's tokenizer (its ids are a subset of the model's vocabulary)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from deita_ray.tools.tiny_models import build_tokenizer
-
-    if (path / BUILT).exists():  # a directory without the marker is a save that did not finish
-        return path
-    shutil.rmtree(path, ignore_errors=True)
-    tokenizer = build_tokenizer()
-    config = LlamaConfig(vocab_size=max(shape["vocab"], len(tokenizer)), hidden_size=shape["hidden"],
-                         intermediate_size=shape["intermediate"], num_hidden_layers=shape["layers"],
-                         num_attention_heads=shape["heads"], num_key_value_heads=shape["kv_heads"],
-                         max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         tie_word_embeddings=False, initializer_range=0.1 if shape is LLAMA_SHAPES["smoke"] else 0.02)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    torch.manual_seed(0)
-    with torch.device(device):  # initialised on the GPU, in bf16 from the start (13B: 26 GB, not 52 + 26)
-        model = LlamaForCausalLM._from_config(config, dtype=dtype)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    (path / BUILT).write_text("complete\n")
-    del model
-    free(device)
-    return path
-
-
-def load_conversations(samples: int) -> list[list[dict]]:
-    from deita_ray.io.reader import plan_reads, read_all
-    from deita_ray.tools.sample_pool import make_pool
-
-    with tempfile.TemporaryDirectory() as tmp:
-        make_pool(tmp, samples=samples, seed=3)
-        pool, _ = read_all(plan_reads([tmp]))
-    return pool.column("conversations").to_pylist()
-
-
-def engine_dtype(device) -> str:
-    return "bfloat16" if device.type == "cuda" else "float32"
 
 
 # ------------------------------------------------------------------ parts
@@ -163,16 +102,6 @@ def part_peak(device, opts: dict) -> dict:
     print(f"peak    bf16 {result['bf16_tflops']:.3g}  fp32 {result['fp32_tflops']:.3g}"
           + (f"  tf32 {result['tf32_tflops']:.3g}" if "tf32_tflops" in result else "") + " TFLOP/s", flush=True)
     return result
-
-
-def free(device) -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def part_score(device, opts: dict, peak: dict, root: Path) -> dict:
@@ -297,104 +226,6 @@ def part_embed(device, opts: dict, peak: dict, root: Path) -> dict:
     return result
 
 
-def clustered_pool(n: int, dim: int, clusters: int, device, seed: int = 0) -> np.ndarray:
-    """n unit vectors around `clusters` random centres; two of one cluster have similarity ~0.95 > tau."""
-    import torch
-
-    generator = torch.Generator(device=device).manual_seed(seed)
-    centres = torch.randn(clusters, dim, device=device, generator=generator)
-    centres /= centres.norm(dim=1, keepdim=True)
-    out = np.empty((n, dim), dtype=np.float32)
-    chunk = 65536
-    for start in range(0, n, chunk):
-        rows = min(chunk, n - start)
-        which = torch.randint(0, clusters, (rows,), device=device, generator=generator)
-        x = centres[which] + 0.23 * torch.randn(rows, dim, device=device, generator=generator) / dim ** 0.5
-        out[start:start + rows] = (x / x.norm(dim=1, keepdim=True)).cpu().numpy()
-    return out
-
-
-def run_filter_counted(vectors: np.ndarray, scores: np.ndarray, budget: int, index) -> dict:
-    from deita_ray.select.repr_filter import repr_filter
-
-    flops, in_query = 0.0, 0.0
-
-    class Counting:  # the GEMM work the filter asks of the index, and the time spent inside the index
-        def query(self, block, tau):
-            nonlocal flops, in_query
-            flops += 2.0 * len(block) * len(index) * block.shape[1]
-            t0 = time.perf_counter()
-            answer = index.query(block, tau)
-            in_query += time.perf_counter() - t0
-            return answer
-
-        def add(self, vectors):
-            index.add(vectors)
-
-        def __len__(self):
-            return len(index)
-
-    t0 = time.perf_counter()
-    result = repr_filter(vectors, scores, budget=budget, threshold=TAU, index=Counting(), normalize=False)
-    seconds = time.perf_counter() - t0
-    return {"kept": result.kept, "visited": result.visited, "seconds": seconds, "query_seconds": in_query,
-            "flops": flops, "backend": index.describe()["backend"]}
-
-
-def part_filter(device, opts: dict, peak: dict, root: Path) -> dict:
-    """The whole pool on the device's index; then the first `filter_cpu_n` candidates of the selection order
-    on both the device's index and the CPU path. The filter is sequential and the budget is not reached,
-    so the kept ids of that prefix must equal the full run's kept ids that fall inside it."""
-    from deita_ray.select.kept_index import KeptIndex, faiss_installed
-    from deita_ray.select.repr_filter import selection_order
-
-    n, dim, budget, m = opts["filter_n"], opts["filter_dim"], opts["filter_budget"], min(opts["filter_cpu_n"], opts["filter_n"])
-    t0 = time.perf_counter()
-    vectors = clustered_pool(n, dim, opts["filter_clusters"], device)
-    scores = np.random.default_rng(0).random(n)
-    made = time.perf_counter() - t0
-    where = "gpu" if device.type == "cuda" else "cpu"
-    full = run_filter_counted(vectors, scores, budget, KeptIndex(dim, device=where, capacity=budget, backend="torch"))
-    order = selection_order(scores)
-    prefix = order[:m]
-    sub_vectors, sub_scores = vectors[prefix], scores[prefix]
-    del vectors
-    dev = run_filter_counted(sub_vectors, sub_scores, budget, KeptIndex(dim, device=where, capacity=budget, backend="torch"))
-    cpu_backend = "faiss" if faiss_installed() else "torch"
-    cpu = run_filter_counted(sub_vectors, sub_scores, budget, KeptIndex(dim, device="cpu", capacity=budget,
-                                                                        backend=cpu_backend))
-    # What `select` takes by default here: FAISS's GPU index where its build has kernels for this GPU, else torch.
-    auto_index = KeptIndex(dim, device="auto", capacity=budget, backend="auto")
-    auto = run_filter_counted(sub_vectors, sub_scores, budget, auto_index)
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    full_in_prefix = [k for k in full["kept"] if rank[k] < m]
-    identical = (dev["kept"] == cpu["kept"] == auto["kept"] and [int(prefix[k]) for k in cpu["kept"]] == full_in_prefix)
-
-    def figures(run: dict) -> dict:
-        out = {"backend": run["backend"], "candidates": run["visited"], "kept": len(run["kept"]),
-               "seconds": round(run["seconds"], 3), "seconds_in_index": round(run["query_seconds"], 3),
-               "candidates_per_s": round(run["visited"] / run["seconds"]), "gemm_flops": run["flops"],
-               "gemm_tflops_over_the_run": run["flops"] / run["seconds"] / 1e12,
-               "fraction_of_fp32_peak": run["flops"] / run["seconds"] / 1e12 / peak["fp32_tflops"]}
-        if "tf32_tflops" in peak:
-            out["fraction_of_tf32_peak"] = run["flops"] / run["seconds"] / 1e12 / peak["tf32_tflops"]
-        return out
-
-    result = {"n": n, "dim": dim, "budget": budget, "clusters": opts["filter_clusters"], "tau": TAU,
-              "pool_made_s": round(made, 1), "kept": len(full["kept"]), "visited": full["visited"],
-              "full_pool_on_device": figures(full), "prefix": m, "prefix_on_device": figures(dev),
-              "prefix_on_cpu": figures(cpu), "prefix_auto": {**figures(auto), "why": auto_index.why},
-              "identical_kept_ids": identical,
-              "speedup_on_prefix": round(cpu["seconds"] / dev["seconds"], 2)}
-    print(f"filter  N={n:,} d={dim} budget {budget:,}: kept {len(full['kept']):,}, visited {full['visited']:,} in "
-          f"{full['seconds']:.2f} s on {full['backend']} ({result['full_pool_on_device']['fraction_of_fp32_peak']:.1%} "
-          f"of fp32 peak, {full['query_seconds']:.2f} s inside the index); first {m:,}: {dev['seconds']:.2f} s vs "
-          f"{cpu['backend']} {cpu['seconds']:.2f} s  x{result['speedup_on_prefix']}  identical kept ids: {identical}",
-          flush=True)
-    return result
-
-
 def part_vllm(device, opts: dict, peak: dict, root: Path) -> dict:
     """The paths CPU CI cannot see (vLLM's GPU model runner, bf16, FlashAttention): scoring against the hf scorer
     (the same scores to bf16 precision), embedding against hf (cosine), greedy generation throughput. Skipped
@@ -442,90 +273,6 @@ def part_vllm(device, opts: dict, peak: dict, root: Path) -> dict:
           f"{result['score_hf']['tokens_per_s']:,} (max |diff| {result['score_max_abs_diff']:.3g}); generate "
           f"{result['generate']['new_tokens_per_s']:,} new tok/s", flush=True)
     return result
-
-
-def write_long_conversations(path: Path, rows: int, merge: int) -> None:
-    """ShareGPT JSONL whose dialogues each join `merge` of the pool's conversations (their turns in order),
-    so sequences are as long as alignment data's multi-turn dialogues rather than single short turns."""
-    conversations = load_conversations(rows * merge)
-    with open(path, "w") as f:
-        for i in range(rows):
-            turns = [m for c in conversations[i * merge:(i + 1) * merge] for m in c if m["from"] != "system"]
-            f.write(json.dumps({"id": f"long-{i}", "conversations": turns}) + "\n")
-
-
-def part_train(device, opts: dict, peak: dict, root: Path) -> dict:
-    import datasets
-    from transformers import TrainerCallback
-
-    from deita_ray.train.config import load_train_config
-    from deita_ray.train.launch import prepare_rows
-    from deita_ray.train.worker import build_trainer, load_training_tokenizer
-
-    name = opts["train_shape"]
-    shape = LLAMA_SHAPES[name]
-    path = build_random_llama(root / name, shape, device)
-    pool = root / "train-pool.jsonl"
-    write_long_conversations(pool, rows=opts["train_steps"] * opts["train_batch"] + 16, merge=opts["train_merge"])
-    on_gpu = device.type == "cuda"
-
-    class StepClock(TrainerCallback):  # steady state: the steps after the first few (allocations, kernels)
-        def __init__(self):
-            self.marks = []
-
-        def on_step_end(self, args, state, control, **kwargs):
-            sync(device)
-            self.marks.append((time.perf_counter(), int(state.num_input_tokens_seen or 0)))
-
-    cases = []
-    backends = ["none"]
-    try:
-        import deepspeed  # noqa: F401
-
-        backends.append("zero2")
-    except ImportError as exc:
-        print(f"train   deepspeed does not import ({type(exc).__name__}: {exc}): ZeRO-2 not measured", flush=True)
-    for backend in backends:
-        config = load_train_config("sft", data={
-            "model": str(path), "data": [str(pool)], "output": str(root / f"train-{backend}"),
-            "global_batch_size": opts["train_batch"], "per_device_batch_size": opts["train_batch"],
-            "max_steps": opts["train_steps"], "max_length": opts["max_length"], "deepspeed": backend,
-            "use_gpu": on_gpu, "precision": "bf16" if on_gpu else "fp32", "save_every_epoch": False,
-            "logging_steps": 1, "learning_rate": 1e-5})
-        table, stats = prepare_rows(config)
-        dataset = datasets.Dataset.from_dict(table.to_pydict())
-        cfg = {**dataclasses.asdict(config), "deepspeed_config": config.deepspeed_config()}
-        if backend != "none":  # one process is the whole world: DeepSpeed still wants a process group
-            import deepspeed
-
-            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                              MASTER_PORT=os.environ.get("MASTER_PORT", "29533"))
-            deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
-        clock = StepClock()
-        tokenizer = load_training_tokenizer(str(path))
-        with tempfile.TemporaryDirectory() as out:
-            trainer, _ = build_trainer(cfg, dataset, tokenizer, out, world=1, on_gpu=on_gpu, callbacks=[clock])
-            trainer.train()
-            losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-            del trainer
-        free(device)
-        warm = min(3, len(clock.marks) - 2)
-        (t_a, tok_a), (t_b, tok_b) = clock.marks[warm], clock.marks[-1]
-        steps = len(clock.marks) - 1 - warm
-        tokens_per_s = (tok_b - tok_a) / (t_b - t_a)
-        seq = opts["max_length"]
-        mean_len = (tok_b - tok_a) / (steps * opts["train_batch"])
-        flops = 3.0 * forward_flops(shape, [int(mean_len)] * (steps * opts["train_batch"]), int(tok_b - tok_a))
-        case = {"deepspeed": backend, "shape": name, **shape, "steps_timed": steps, "batch": opts["train_batch"],
-                "mean_tokens_per_sequence": round(mean_len, 1), "max_length": seq, "rows_used": stats["rows_used"],
-                "tokens_per_s": round(tokens_per_s), "seconds_per_step": round((t_b - t_a) / steps, 4),
-                "mfu": flops / (t_b - t_a) / 1e12 / peak["bf16_tflops"], "losses": losses,
-                "loss_finite": bool(losses) and all(np.isfinite(losses))}
-        cases.append(case)
-        print(f"train   {name:14s} deepspeed {backend:5s} {case['tokens_per_s']:,} tokens/s  "
-              f"{case['seconds_per_step']} s/step  MFU {case['mfu']:.1%}  loss {losses[0]:.3f} -> {losses[-1]:.3f}",
-              flush=True)
-    return {"cases": cases}
 
 
 # ------------------------------------------------------------------ main
