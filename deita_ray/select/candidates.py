@@ -19,6 +19,7 @@ Data's fixed cost, ~15 s on a laptop, outweighs the memory it saves below that),
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -32,6 +33,10 @@ SORT_KEYS = [("evol_score", "descending"), ("id", "ascending")]
 SCHEMA = pa.schema([("id", pa.string()), ("evol_score", pa.float64()), ("shard", pa.string()), ("row", pa.int64())])
 SORT_ON = ("auto", "driver", "ray")
 RAY_SORT_FROM_ROWS = 100_000
+# Ray Data (2.60) reads Parquet footers on a pool of actors started for each read, 32 unless this variable says
+# otherwise, and starts it twice (the schema sample, then the listing). One actor takes 10 files at a time, so
+# more than ceil(files / 10) only adds process starts: ~1 s of CPU each, 64 per read of a small directory.
+FOOTER_ACTORS, FILES_PER_FOOTER_ACTOR, MAX_FOOTER_ACTORS = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", 10, 32
 
 
 @dataclass
@@ -82,8 +87,23 @@ def _in_driver(scored: str, index_dir: str, block_size: int) -> Candidates:
                       batches, "driver")
 
 
-def _on_ray(scored: str, index_dir: str, block_size: int) -> Candidates:
+def read_parquet_on_ray(parts: list[str], root: str, columns: list[str] | None = None):
+    """A Ray Data dataset of Parquet `parts` (under `root`), with as many footer readers as they can use;
+    a FOOTER_ACTORS value the user set wins."""
     import ray.data
+
+    own = FOOTER_ACTORS not in os.environ
+    if own:  # read when the dataset is created, not when it runs
+        os.environ[FOOTER_ACTORS] = str(min(MAX_FOOTER_ACTORS, -(-len(parts) // FILES_PER_FOOTER_ACTOR)))
+    try:
+        dataset = ray.data.read_parquet(parts, filesystem=arrow_filesystem(root))
+    finally:
+        if own:
+            os.environ.pop(FOOTER_ACTORS, None)
+    return dataset.select_columns(columns) if columns else dataset
+
+
+def _on_ray(scored: str, index_dir: str, block_size: int) -> Candidates:
     from ray.data.expressions import col
 
     parts = list_parts(scored)
@@ -92,13 +112,13 @@ def _on_ray(scored: str, index_dir: str, block_size: int) -> Candidates:
     index_parts = list_parts(index_dir)
     if not index_parts:
         raise FileNotFoundError(f"no embedding index under {index_dir} (run `deita-ray embed` first)")
-    ids = ray.data.read_parquet(parts, columns=["id", "evol_score"], filesystem=arrow_filesystem(scored))
+    ids = read_parquet_on_ray(parts, scored, ["id", "evol_score"])
     scored_rows = ids.count()  # from Parquet metadata, no data read
     dupes = ids.groupby("id").count().rename_columns({"count()": "n"}).filter(expr=col("n") > 1).take(3)
     if dupes:
         raise _duplicates_error(scored, [d["id"] for d in dupes])
     with_score = ids.filter(expr=col("evol_score").is_not_null()).materialize()
-    vectors = ray.data.read_parquet(index_parts, columns=["id", "shard", "row"], filesystem=arrow_filesystem(index_dir)).filter(expr=col("shard").is_not_null())
+    vectors = read_parquet_on_ray(index_parts, index_dir, ["id", "shard", "row"]).filter(expr=col("shard").is_not_null())
     # Partitions sized for ~100K rows each keep every join/sort task small on any cluster.
     partitions = max(1, min(64, scored_rows // 100_000 + 1))
     joined = with_score.join(vectors, join_type="inner", num_partitions=partitions, on=("id",))
@@ -114,11 +134,10 @@ def selected_rows_on_ray(scored: str, selected_ids: list[str]) -> pa.Table:
     """The full scored rows of `selected_ids` (any order), filtered by Ray Data tasks: every part is
     read and decoded on the cluster, and only the selected rows come back to the driver."""
     import ray
-    import ray.data
     from ray.data.expressions import col
 
     parts = list_parts(scored)
-    found = ray.data.read_parquet(parts, filesystem=arrow_filesystem(scored)).filter(expr=col("id").is_in(list(selected_ids)))
+    found = read_parquet_on_ray(parts, scored).filter(expr=col("id").is_in(list(selected_ids)))
     import pyarrow.parquet as pq
 
     schema = pq.read_schema(parts[0], filesystem=arrow_filesystem(scored))  # Ray may widen string types
