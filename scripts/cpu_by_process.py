@@ -49,7 +49,22 @@ def kind(comm: str, cmdline: str) -> str:
     for daemon in RAY_DAEMONS:
         if daemon in cmdline:
             return f"ray daemon: {daemon}"
+    if comm.startswith("python"):
+        return python_kind(cmdline.split())
     return comm
+
+
+def python_kind(words: list[str]) -> str:
+    """`python -m torch._inductor.compile_worker ...` -> python -m torch._inductor.compile_worker; a script by its
+    file name; `-c` code by its first words (multiprocessing's spawn and forkserver say who they are there)."""
+    for i, word in enumerate(words[1:], 1):
+        if word == "-m" and i + 1 < len(words):
+            return f"python -m {words[i + 1]}"
+        if word == "-c":
+            return "python -c " + " ".join(words[i + 1:i + 4])[:60]
+        if not word.startswith("-"):
+            return f"python {os.path.basename(word)}"
+    return "python"
 
 
 def main(argv: list[str] | None = None) -> int:
