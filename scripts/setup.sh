@@ -20,3 +20,8 @@ assert torch.version.cuda is None, f"a CUDA torch was installed ({torch.__versio
 print(f"deita_ray stack ready: torch {torch.__version__}, vllm {vllm.__version__}, ray {ray.__version__}, "
       f"transformers {transformers.__version__}")
 PY
+# DeepSpeed compiles its CPU collective op (shared-memory all-reduce) the first time a ZeRO run starts on CPU:
+# ~40 s of C++ once per install, done here so that the first training does not stall on it (cached under
+# ~/.cache/torch_extensions; a second call loads it in a second).
+.venv/bin/python -c "from deepspeed.accelerator import get_accelerator
+get_accelerator().create_op_builder('ShareMemCommBuilder').load(verbose=False)" 2>&1 | grep -v "Setting accelerator to CPU" || true
