@@ -97,6 +97,8 @@ def cmd_run(args) -> int:
         overrides.append(f"output={args.output}")
     if args.overwrite:
         overrides.append("overwrite=true")
+    if args.local:
+        overrides.append("ray.local=true")
     config = load_config(args.config, overrides)
     if args.dry_run:
         from deita_ray.steps.base import snapshot
@@ -120,7 +122,7 @@ def cmd_quickstart(args) -> int:
                      f"sample_pool.dir={args.workdir}/pool"]
     if args.engine:
         args.set.append(f"score.engine={args.engine}")
-    args.output, args.overwrite, args.dry_run = None, False, False
+    args.output, args.overwrite, args.dry_run, args.local = None, False, False, False
     return cmd_run(args)
 
 
@@ -151,6 +153,8 @@ def add_recipe_commands(sub) -> None:
                    help="override a config value, e.g. --set select.budget=500 (repeatable)")
     p.add_argument("-o", "--output", help="shortcut for --set output=DIR")
     p.add_argument("--overwrite", action="store_true", help="redo every step even if a finished one is there")
+    p.add_argument("--local", action="store_true", help="shortcut for --set ray.local=true: every step but training "
+                                                        "in this process, without Ray Data (small pools, debugging)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved configuration as JSON and exit")
     p.set_defaults(func=cmd_run)
 

@@ -63,6 +63,13 @@ def test_make_pool_then_local_score(tmp_path, capsys, tiny_models):
     assert len((out / "longest" / "selected.jsonl").read_text().splitlines()) == 5
 
 
+def test_run_local_is_the_run_config_s_ray_local(capsys):
+    """`run --local` is `--set ray.local=true` (what a local run does: test_pipeline, test_recipe)."""
+    for argv, local in ((["run", "quickstart", "--dry-run"], False), (["run", "quickstart", "--local", "--dry-run"], True)):
+        assert main(argv) == 0
+        assert json.loads(capsys.readouterr().out)["ray"]["local"] is local
+
+
 def test_console_script_is_installed():
     """The command the README's lines use is installed with the project (scripts/setup.sh) and answers."""
     exe = Path(sys.executable).with_name("deita-ray")

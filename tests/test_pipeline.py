@@ -1,4 +1,6 @@
-"""`deita-ray run`: the whole job, its stats and report, determinism, and resuming after the driver is killed."""
+"""`deita-ray run`: the whole job, its stats and report, determinism, and resuming after the driver is killed. The
+clean run is on Ray; most reruns are local runs (`ray.local`), which must give the same outputs, so they are
+compared with it."""
 
 import json
 import os
@@ -17,9 +19,9 @@ from deita_ray.recipe.pipeline import run_pipeline
 pytestmark = pytest.mark.ray
 
 
-def _config(tiny_models, pool_dir, out):
+def _config(tiny_models, pool_dir, out, local=False):
     return {
-        "output": str(out), "inputs": [str(pool_dir)],
+        "output": str(out), "inputs": [str(pool_dir)], "ray": {"local": local},
         "score": {"complexity_model": str(tiny_models["scorer-complexity"]),
                   "quality_model": str(tiny_models["scorer-quality"]), "batch_rows": 64},
         "embed": {"model": str(tiny_models["embedder"]), "engine": "hf", "replicas": 1, "cpus_per_replica": 0.5,
@@ -33,8 +35,8 @@ def _selected(out):
 
 
 def _run_and_kill(config_path, ready, poll: float = 0.05) -> None:
-    """Start `deita-ray run` as its own process (its own local Ray) and SIGKILL its whole process
-    group as soon as `ready()` is true; fail if the run ends or stalls first."""
+    """Start `deita-ray run` as its own process (its own local Ray, or none for a local run) and SIGKILL its whole
+    process group as soon as `ready()` is true; fail if the run ends or stalls first."""
     proc = subprocess.Popen([sys.executable, "-m", "deita_ray.cli", "run", str(config_path)],
                             env=dict(os.environ, RAY_ADDRESS=""), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -77,12 +79,19 @@ def test_same_input_and_config_give_the_same_selection_and_new_rows_are_scored(c
                                                                               tmp_path):
     import shutil
 
-    out, _ = clean_run
+    import numpy as np
+
+    out, clean = clean_run
     pool = tmp_path / "pool"
     shutil.copytree(pool_dir, pool)  # the same files elsewhere: the same ids
-    config = _config(tiny_models, pool, tmp_path / "out")
+    config = _config(tiny_models, pool, tmp_path / "out", local=True)  # in this process: no Ray Data, no actors
     first = run_pipeline(load_config(None, data=config), log=lambda *_: None)
     assert _selected(tmp_path / "out") == _selected(out)
+    assert {k: v["rows_out"] for k, v in first["stages"].items()} == {k: v["rows_out"] for k, v in clean["stages"].items()}
+    scores = [pq.read_table(str(o / "scored"), columns=["id", "evol_score"]).sort_by("id") for o in (out, tmp_path / "out")]
+    assert scores[0].column("id").equals(scores[1].column("id"))
+    np.testing.assert_allclose(scores[0].column("evol_score").to_numpy(zero_copy_only=False),
+                               scores[1].column("evol_score").to_numpy(zero_copy_only=False), atol=1e-4)
     # A file of 10 rows added to the pool: the step's fingerprint covers what it read, so scoring runs again
     # (and everything after it) instead of "already done, skipped".
     (pool / "more.jsonl").write_text("".join(json.dumps({"id": f"new-{i}", "conversations": [
@@ -100,13 +109,14 @@ def test_rerun_skips_finished_stages(clean_run, tiny_models, pool_dir, tmp_path)
 
     out, _ = clean_run
     logs = []
-    run_pipeline(load_config(None, data=_config(tiny_models, pool_dir, out)), log=logs.append)
+    # Local or on Ray, a step's outputs are the same: where it ran is not part of its fingerprint.
+    run_pipeline(load_config(None, data=_config(tiny_models, pool_dir, out, local=True)), log=logs.append)
     assert any("scoring: already done" in line for line in logs)
     assert any("embedding: already done" in line for line in logs)
     # A changed scoring config invalidates scoring and everything after it (on a copy: the clean run stays whole).
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    changed = _config(tiny_models, pool_dir, copy)
+    changed = _config(tiny_models, pool_dir, copy, local=True)
     changed["score"]["aggregation"] = "mean"
     logs.clear()
     run_pipeline(load_config(None, data=changed), log=logs.append)
@@ -117,7 +127,7 @@ def test_killed_driver_resumes_to_the_clean_result(clean_run, tiny_models, pool_
     out, _ = clean_run
     crashed = tmp_path / "crashed"
     config_path = tmp_path / "run.yaml"
-    config_path.write_text(yaml.safe_dump(_config(tiny_models, pool_dir, crashed)))
+    config_path.write_text(yaml.safe_dump(_config(tiny_models, pool_dir, crashed, local=True)))
     record = crashed / "score_summary.json"  # kill once scoring is recorded done
     _run_and_kill(config_path, lambda: record.exists() and "fingerprint" in record.read_text(), poll=0.2)
     assert not (crashed / "selection" / "selected.parquet").exists()
@@ -141,7 +151,8 @@ def test_driver_killed_inside_a_stage_resumes_only_what_is_missing(clean_run, ti
     done_before = pq.read_table(str(crashed / "scored"), columns=["id"]).num_rows
     assert 0 < done_before < 300
     logs = []
-    run = run_pipeline(load_config(str(config_path)), log=logs.append)
+    # Resumed in this process: what the killed run's actors wrote is kept, the rest is scored here.
+    run = run_pipeline(load_config(str(config_path), ["ray.local=true"]), log=logs.append)
     assert "[1/3] scoring (resuming an interrupted run)" in logs
     ids = pq.read_table(str(crashed / "scored"), columns=["id"]).column("id").to_pylist()
     assert len(ids) == len(set(ids)) == 300  # nothing lost or doubled

@@ -144,7 +144,8 @@ def test_sigkill_in_two_steps_then_rerun_gives_the_clean_result(clean, models_di
 def test_scorers_the_recipe_trains_rank_held_out_judged_variants(ray_session, models_dir, tmp_path):
     """The scripted-judge path: a rewriter and a judge served over HTTP (127.0.0.1, stopped by pid) whose
     score follows a keyword; the complexity scorer the recipe trains on those labels must rank unseen
-    judged variants the way the judge does."""
+    judged variants the way the judge does. A local run (`ray.local`): the steps in this process, the scorer's
+    training on Ray Train."""
     import numpy as np
     import pyarrow as pa
 
@@ -164,7 +165,7 @@ def test_scorers_the_recipe_trains_rank_held_out_judged_variants(ray_session, mo
                                              "epochs": 6, "learning_rate": 3e-3, "warmup_ratio": 0.05,
                                              "global_batch_size": 16, "per_device_batch_size": 16,
                                              "max_length": 256, "save_every_epoch": False}),
-            "select.budget": 20, "sft": "null", "dpo": "null"})
+            "select.budget": 20, "sft": "null", "dpo": "null", "ray.local": "true"})
         run = run_pipeline(config, log=lambda *_: None)
         assert run["stages"]["labels_complexity"]["rows_out"] > 600
         # Held-out chains: other seeds, the same scripted rewriter and judge.

@@ -177,7 +177,8 @@ def test_two_runs_started_together_on_one_output(tiny_models, pool_dir, tmp_path
               "score": {"complexity_model": str(tiny_models["scorer-complexity"]),
                         "quality_model": str(tiny_models["scorer-quality"])},
               "embed": {"model": str(tiny_models["embedder"]), "engine": "hf"},
-              "select": {"budget": 50, "threshold": 0.97}, "report": False}
+              "select": {"budget": 50, "threshold": 0.97}, "report": False,
+              "ray": {"local": True}}  # what is tested is the lock, which a run takes before Ray would start
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     runs = [subprocess.Popen([sys.executable, "-m", "deita_ray.cli", "run", str(path)], env=dict(os.environ, RAY_ADDRESS=""),

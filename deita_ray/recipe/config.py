@@ -88,6 +88,9 @@ class AblationSection:
 class RaySection:
     address: str | None = option(None, "Ray address (default: RAY_ADDRESS, else a local Ray)")
     num_cpus: int | None = option(None, "local Ray only: logical CPUs (default max(4, cores))", ge=1)
+    local: bool = option(False, "run every step but training in this process, without Ray Data or actors (as the "
+                                "step commands' --local): small pools, debugging. The same outputs; training still "
+                                "starts Ray Train")
 
 
 @section

@@ -50,9 +50,9 @@ class Step:
     fingerprint: str   # its config, what it read, and its upstream steps' fingerprints
     needs: tuple[str, ...] = ()  # the steps whose output it reads (run again, they make it stale)
 
-    def run(self, resume: bool, address: str | None) -> dict:
+    def run(self, resume: bool, address: str | None, local: bool = False) -> dict:
         config = dataclasses.replace(self.config, resume=resume) if hasattr(self.config, "resume") else self.config
-        return self.type.execute(config, mode="ray", address=address)
+        return self.type.execute(config, mode="local" if local else "ray", address=address)
 
 
 def resolve_model(model: str | None, models_dir: str) -> str | None:
@@ -251,8 +251,9 @@ def run_pipeline(config: RunConfig, log=print) -> dict:
                                                               "scorers/quality"))
     with hold_output(config.output, inside=inside):
         steps = plan(config)
-        ensure_ray(config.ray.address, config.ray.num_cpus)
-        check_resources(config, steps)
+        if not config.ray.local:  # a local run starts Ray only where a training needs it (train() does)
+            ensure_ray(config.ray.address, config.ray.num_cpus)
+            check_resources(config, steps)
         stats, started = {}, time.time()
         for number, step in enumerate(steps, 1):
             stats[step.name] = _run_step(config, steps, number, log)
@@ -289,7 +290,7 @@ def _run_step(config: RunConfig, steps: list[Step], number: int, log) -> dict:
         for later in dependents(steps, step.name):  # what reads this step's output is stale until it runs again
             fs.remove(markers.summary_path(config.output, later))
         log(f"[{number}/{total}] {step.label}" + (" (resuming an interrupted run)" if resume else ""))
-        summary = step.run(resume, config.ray.address)
+        summary = step.run(resume, config.ray.address, config.ray.local)
         problem = step.type.failure(summary)
         if problem:
             raise PipelineError(f"{problem}; the run stops here (see {config.output})")

@@ -43,16 +43,21 @@ def finish(table: pa.Table, layout: StageLayout, post: list, writer: Callable | 
     return pa.table({"rows": pa.array([written], pa.int64())})
 
 
+def quiet_model_loading() -> None:
+    """No model-loading progress bars: every actor's would reach the driver's console between its own lines, and
+    in this process they would break the step's progress lines."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
 def ray_actor_class(stage_cls: type, gpus: float = 0.0) -> type:
     """A Ray Data actor class named like the stage (so `ray::MapWorker(MapBatches(ScoreStage))` says
     what it runs) that builds the stage and runs its setup() on the worker: once it has checked that the
     GPUs it was given can be used (a driver too old for this CUDA build is one line, not a CPU run)."""
 
     def __init__(self, *args):
-        # Model-loading progress bars of every actor would reach the driver's console between its own lines.
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        if "transformers" in sys.modules:
-            sys.modules["transformers"].utils.logging.disable_progress_bar()
+        quiet_model_loading()
         if gpus:
             from deita_ray.runner.session import check_cuda_usable
 
@@ -109,6 +114,7 @@ def run_local(spec: StageSpec, layout: StageLayout, tasks: list[ReadTask], block
     stages = stages if stages is not None else [step.factory(*step.args) for step in spec.actors]
     try:
         if built:
+            quiet_model_loading()
             for stage in stages:
                 stage.setup()
         from deita_ray.runner.quiet import Progress

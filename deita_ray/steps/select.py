@@ -101,9 +101,10 @@ def check_inputs(config: SelectConfig, log=print) -> list[str]:
 
 def run_select(config: SelectConfig, address: str | None = None, mode: str = "ray") -> dict:
     """Check the inputs, hold the output (and the run directory read), select, write; returns the summary.
-    `mode="local"` keeps the kept index in this process (as `--index local`)."""
+    `mode="local"` keeps the kept index in this process (as `--index local`) and orders the candidates here."""
     if mode == "local":
-        config = dataclasses.replace(config, index="local")
+        config = dataclasses.replace(config, index="local", sort_on="driver" if config.sort_on == "auto" else
+                                     config.sort_on)
     started = time.time()
     check_inputs(config)  # before Ray starts; checked again under the lock
     if config.index == "actor":
