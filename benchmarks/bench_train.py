@@ -59,7 +59,8 @@ def run_case(model: str, data: str, out: Path, backend: str, args) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="the tiny shape, 16 rows, DDP and ZeRO-2: every path (CI)")
+    parser.add_argument("--smoke", action="store_true", help="the tiny shape, 16 rows, one worker, DDP and ZeRO-2: every "
+                                                           "path (CI; test_train compares the backends on 2 workers)")
     parser.add_argument("--shapes", nargs="+", default=["tiny", "small"], choices=list(SHAPES))
     parser.add_argument("--backends", nargs="+", default=BACKENDS, choices=BACKENDS)
     parser.add_argument("--samples", type=int, default=256, help="training rows (default 256)")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_train.json"))
     args = parser.parse_args(argv)
     if args.smoke:
-        args.shapes, args.samples, args.backends, args.max_length = ["tiny"], 16, ["none", "zero2"], 256
+        args.shapes, args.samples, args.backends, args.max_length, args.workers = ["tiny"], 16, ["none", "zero2"], 256, 1
 
     import ray
     import torch
