@@ -70,8 +70,8 @@ def test_the_deita_arm_beats_the_random_arm_then_a_rerun_skips_every_arm_and_a_n
         assert rows["deita"]["mt_bench"]["n"] == 32 and rows["deita"]["pairwise"]["turns"] == 32
         assert rows["random"]["against"] is None and rows["deita"]["against"] == "random"
         assert "<h2>Ablation</h2>" in (tmp_path / "out" / "report" / "index.html").read_text()
-        lines = []
-        _run_with_the_judge_at(api, tmp_path, models_dir, lines.append, arms="[deita, random, length]")
+        lines = []  # a local rerun (where the steps ran is not part of their fingerprints): only the new arm runs
+        _run_with_the_judge_at(api, tmp_path, models_dir, lines.append, arms="[deita, random, length]", local=True)
         ran = [line for line in lines if not line.endswith("skipped") and line.startswith("[")]
         assert all("arm length" in line for line in ran) and len(ran) == 4, lines  # select, SFT, eval, compare
     deita, rand = rows["deita"]["mt_bench"], rows["random"]["mt_bench"]
@@ -84,9 +84,9 @@ def test_the_deita_arm_beats_the_random_arm_then_a_rerun_skips_every_arm_and_a_n
 
 
 def _run_with_the_judge_at(api: str, tmp_path, models_dir: str, log=lambda *_: None,
-                           arms: str = "[deita, random]") -> dict:
+                           arms: str = "[deita, random]", local: bool = False) -> dict:
     """The quickstart's arms on the river pool, judged over HTTP by the stub's MT-Bench judge for "river"."""
-    config = _quickstart(tmp_path, models_dir, **{"ablation.arms": arms,
+    config = _quickstart(tmp_path, models_dir, **{"ablation.arms": arms, "ray.local": str(local).lower(),
         "inputs": f"[{tmp_path / 'pool.jsonl'}]", "sample_pool.dir": '""',
         "score.quality_model": str(tmp_path / "scorer" / "model"), "select.threshold": 0.999,
         "select.budget": 60, "sft.max_steps": 24, "sft.learning_rate": 2e-3, "sft.lr_scheduler": "constant",

@@ -34,7 +34,7 @@ def _scoring_actor_at_work(min_cpu_seconds: float):
 def test_killed_scoring_actor_is_restarted_and_output_is_unchanged(ray_session, scorers, tmp_path):
     from deita_ray.tools.sample_pool import make_pool
 
-    make_pool(tmp_path / "pool", samples=600, seed=11)
+    make_pool(tmp_path / "pool", samples=300, seed=11)
     common = dict(inputs=[str(tmp_path / "pool")], **scorers, batch_rows=4, block_rows=40)
     result, errors = {}, []
 
@@ -54,12 +54,12 @@ def test_killed_scoring_actor_is_restarted_and_output_is_unchanged(ray_session, 
     os.kill(victim.pid, signal.SIGKILL)
     job.join(timeout=300)
     assert not errors, errors
-    assert result["reconciled"] and result["rows_out"] == 600
+    assert result["reconciled"] and result["rows_out"] == 300
 
     run_step("score", output=str(tmp_path / "clean"), **common)
     faulty = {r["id"]: r for r in pq.read_table(str(tmp_path / "faulty" / "scored")).to_pylist()}
     clean = {r["id"]: r for r in pq.read_table(str(tmp_path / "clean" / "scored")).to_pylist()}
-    assert faulty.keys() == clean.keys() and len(faulty) == 600  # nothing lost, nothing doubled
+    assert faulty.keys() == clean.keys() and len(faulty) == 300  # nothing lost, nothing doubled
     for sid, row in clean.items():
         assert faulty[sid]["evol_score"] == pytest.approx(row["evol_score"], abs=1e-4)
 

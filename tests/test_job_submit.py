@@ -43,7 +43,7 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
     # its own below: what is tested here is the submission (test_recipe runs every step of the recipe on Ray).
     recipe = ["quickstart", f"--set=output={out}", f"--set=models_dir={tiny_models['generator'].parent}",
               f"--set=sample_pool.dir={tmp_path / 'sample_pool'}", "--set=sample_pool.samples=300",
-              "--set=select.budget=100"]
+              "--set=select.budget=100", "--set=embed.replicas=1"]
     # Every port of our head is a free one: the test run's own Ray may already hold the defaults
     # (its dashboard agent on 52365 made this head's agent fail: "No available agent to submit job").
     agent_ports = [f"--{flag}={free_port()}" for flag in (

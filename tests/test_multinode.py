@@ -38,7 +38,8 @@ cluster.shutdown()
 
 
 def test_scoring_spreads_over_nodes_and_matches_single_node(tiny_models, scorers, pool_dir, tmp_path):
-    result = subprocess.run([sys.executable, "-c", DRIVER, str(pool_dir), str(tmp_path / "multi"),
+    pool = pool_dir / "sharegpt.jsonl"  # one file of the pool (multi-turn rows), in several read tasks of 20 KB
+    result = subprocess.run([sys.executable, "-c", DRIVER, str(pool), str(tmp_path / "multi"),
                              str(tiny_models["scorer-complexity"]), str(tiny_models["scorer-quality"])],
                             capture_output=True, text=True, timeout=480)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -47,7 +48,7 @@ def test_scoring_spreads_over_nodes_and_matches_single_node(tiny_models, scorers
     assert len(report["actor_nodes"]) >= 2, f"scoring actors all ran on one node: {report['actor_nodes']}"
     assert report["summary"]["reconciled"]
 
-    run_step("score", inputs=[str(pool_dir)], output=str(tmp_path / "single"), **scorers)
+    run_step("score", inputs=[str(pool)], output=str(tmp_path / "single"), **scorers)
     multi = {r["id"]: r for r in pq.read_table(str(tmp_path / "multi" / "scored")).to_pylist()}
     single = {r["id"]: r for r in pq.read_table(str(tmp_path / "single" / "scored")).to_pylist()}
     assert multi.keys() == single.keys()

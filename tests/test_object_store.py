@@ -140,8 +140,8 @@ def test_run_on_s3_keeps_its_records_there_and_resumes_after_sigkill(s3_env, ray
     run_pipeline(load_config(str(config_path)), log=lines.append)
     assert sum("already done for this config, skipped" in line for line in lines) == 3, lines
 
-    # 4. The same config on local disk selects the same samples.
-    local = _config(tiny_models, pool_dir, str(tmp_path / "local"))
+    # 4. The same config on local disk (a local run: in this process) selects the same samples.
+    local = {**_config(tiny_models, pool_dir, str(tmp_path / "local")), "ray": {"local": True}}
     run_pipeline(load_config(None, data=local), log=lambda *_: None)
     assert pq.read_table(str(tmp_path / "local" / "selection" / "selected.parquet"),
                          columns=["id"]).column("id").to_pylist() == on_s3

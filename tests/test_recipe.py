@@ -113,7 +113,10 @@ def test_sigkill_in_two_steps_then_rerun_gives_the_clean_result(clean, models_di
     out = tmp_path / "out"
     # Without SFT and DPO (the last steps, after both kill points): the clean run's records cover every step left.
     trimmed = _overrides(tmp_path, models_dir) + ["sft=null", "dpo=null"]
-    args = ["run", "recipe-quickstart", *[f"--set={o}" for o in trimmed]]
+    # The killed runs are local runs (their steps in the killed process, the scorers' training on Ray Train); the
+    # rerun that finishes them is on Ray, so what one left, the other resumes. Kills inside a stage on Ray Data:
+    # test_pipeline, test_generation_ray, test_object_store.
+    args = ["run", "recipe-quickstart", "--local", *[f"--set={o}" for o in trimmed]]
     judged = out / "generation" / "complexity" / "judged"
     # 1. inside judge_complexity, once it has written a part
     run_and_kill(args, lambda: judged.exists() and any(judged.glob("*.parquet")))

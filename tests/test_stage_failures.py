@@ -73,7 +73,7 @@ def test_models_are_checked_before_ray_starts(case, pool_dir, tiny_models, tmp_p
     assert "Ray" not in proc.stderr and seconds < 20
 
 
-def test_the_run_stops_at_a_step_whose_work_failed(ray_session, tiny_models, scorers, tmp_path):
+def test_the_run_stops_at_a_step_whose_work_failed(tiny_models, scorers, tmp_path):
     """A pool whose every row is malformed: the score step fails as a whole, the run stops there with one line,
     nothing after it runs, and no completion record lets a rerun skip it."""
     from deita_ray.recipe.config import load_config
@@ -82,6 +82,7 @@ def test_the_run_stops_at_a_step_whose_work_failed(ray_session, tiny_models, sco
     pool.write_text('{"id": 1}\n{"conversations": "not a list"}\n')
     out = tmp_path / "out"
     config = load_config(None, data={"output": str(out), "inputs": [str(pool)], "report": False,
+                                     "ray": {"local": True},  # the run's policy, wherever its steps run
                                      "score": {**scorers, "engine": "fake"},
                                      "embed": {"model": str(tiny_models["embedder"]), "engine": "fake"}})
     with pytest.raises(PipelineError, match="score: not one of 2 rows succeeded.*; the run stops here"):
