@@ -4,38 +4,22 @@ workers, submitted with the shipped runtime env, outputs checked, and only that 
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from servers import free_port
+from servers import ray_head
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _stop_head(temp_dir: str) -> None:
-    """Kill only the processes of the head this test started (their command lines name its temp dir)."""
-    import psutil
-
-    procs = [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=30)
 
 
 def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
     ray_bin = Path(sys.executable).with_name("ray")
     if not ray_bin.exists():
         pytest.skip("the ray CLI is not installed next to this Python")
-    temp_dir = f"/tmp/deita-head-{os.getpid()}"  # short: Ray's socket paths must stay under 108 bytes
-    port, dashboard = free_port(), free_port()
     env = dict(os.environ, PATH=f"{ray_bin.parent}:{os.environ['PATH']}", RAY_AUTH_MODE="token")
     env.pop("RAY_ADDRESS", None)
     out = tmp_path / "out"
@@ -44,18 +28,9 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
     recipe = ["quickstart", f"--set=output={out}", f"--set=models_dir={tiny_models['generator'].parent}",
               f"--set=sample_pool.dir={tmp_path / 'sample_pool'}", "--set=sample_pool.samples=300",
               "--set=select.budget=100", "--set=embed.replicas=1"]
-    # Every port of our head is a free one: the test run's own Ray may already hold the defaults
-    # (its dashboard agent on 52365 made this head's agent fail: "No available agent to submit job").
-    agent_ports = [f"--{flag}={free_port()}" for flag in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
-        "node-manager-port", "object-manager-port", "ray-client-server-port")]
-    start = subprocess.run([str(ray_bin), "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
-                            f"--dashboard-port={dashboard}", "--num-cpus=4", f"--temp-dir={temp_dir}",
-                            "--disable-usage-stats", *agent_ports], env=env, capture_output=True, text=True, timeout=120)
-    try:
-        assert start.returncode == 0, start.stdout + start.stderr
+    with ray_head(env) as (_, dashboard):
         def submit(*entrypoint: str) -> str:
-            command = [str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir",
+            command = [str(ray_bin), "job", "submit", "--address", dashboard, "--working-dir",
                        str(REPO), "--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--", *entrypoint]
             deadline = time.time() + 120
             while True:
@@ -82,6 +57,3 @@ def test_ray_job_submit_runs_the_pipeline(tiny_models, pool_dir, tmp_path):
         summary = json.loads((runs / "train_summary.json").read_text())
         assert summary["rows"]["rows_used"] == 100 and summary["global_step"] == 2 and summary["world_size"] == 2
         assert (runs / "model" / "model.safetensors").exists()
-    finally:
-        _stop_head(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
