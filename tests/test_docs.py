@@ -78,19 +78,25 @@ def test_the_blocks_that_need_a_cluster_or_a_gpu_are_valid():
 
 def test_the_offline_blocks_run_as_written(tmp_path):
     """The README's step-by-step blocks, run by bash and python exactly as written, in a fresh directory beside
-    the install (a link to .venv), each command with its own local Ray."""
+    the install (a link to .venv). Their commands share one Ray head of this test's (RAY_ADDRESS), as on a machine
+    where Ray is up: each would otherwise start a local Ray of its own, which the kill tests and test_resources do."""
     import os
     import subprocess
     import tempfile
 
+    from servers import ray_head
+
     (tmp_path / ".venv").symlink_to(REPO / ".venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rt-readme-", dir="/tmp")  # its own Ray, not the tests'
-    for lang, code in _blocks("runs offline"):
-        command = ["bash", "-euo", "pipefail", "-c", code] if lang == "bash" else [str(REPO / ".venv/bin/python"),
-                                                                                   "-c", code]
-        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, (code[:200], done.stderr[-3000:])
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rt-readme-", dir="/tmp")  # not the tests' Ray
+    env["RAY_AUTH_MODE"] = "token"  # a `ray start` head's default in Ray 2.60; the commands then join with its token
+    with ray_head(env) as (address, _):
+        env["RAY_ADDRESS"] = address
+        for lang, code in _blocks("runs offline"):
+            command = ["bash", "-euo", "pipefail", "-c", code] if lang == "bash" else [
+                str(REPO / ".venv/bin/python"), "-c", code]
+            done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+            assert done.returncode == 0, (code[:200], done.stderr[-3000:])
     assert (tmp_path / "out" / "report" / "index.html").exists()
     assert (tmp_path / "runs" / "sft" / "model" / "config.json").exists()
     assert "selected samples" in done.stdout

@@ -41,6 +41,14 @@ def is_local(url: str) -> bool:
     return isinstance(url_to_fs(url)[0], LocalFileSystem)
 
 
+def absolute(url: str) -> str:
+    """A local path made absolute against this process's working directory; URLs and "" as they are. Ray's
+    workers on a cluster this process joined run elsewhere: a relative path would mean another place there."""
+    if not url or "://" in url:
+        return url
+    return os.path.abspath(os.path.expanduser(url))
+
+
 def exists(url: str) -> bool:
     fs, path = url_to_fs(url)
     return fs.exists(path)

@@ -55,6 +55,31 @@ class RunsModels:
                          concurrency=concurrency)
 
 
+# The config fields that name local paths: made absolute before a step runs (fs.absolute), since its Ray workers
+# may run in another directory (a cluster joined with RAY_ADDRESS starts them where the head was started). Models
+# only when they are there: "org/name" is a hub name.
+PATH_FIELDS = ("inputs", "output", "run_dir", "scored", "embeddings", "data", "questions", "evals")
+MODEL_FIELDS = ("model", "ref_model", "complexity_model", "quality_model", "judge_model", "deepspeed")
+
+
+def absolute_paths(config):
+    """`config` with its local paths absolute (a copy; the config given is left as it was)."""
+    import os
+
+    from deita_ray.io import fs
+
+    def fix(name, value):
+        if isinstance(value, list):
+            return [fix(name, v) for v in value]
+        if not isinstance(value, str) or (name in MODEL_FIELDS and not os.path.exists(os.path.expanduser(value))):
+            return value
+        return fs.absolute(value)
+
+    names = {f.name for f in dataclasses.fields(config)} & set(PATH_FIELDS + MODEL_FIELDS)
+    changed = {n: fix(n, getattr(config, n)) for n in names}
+    return dataclasses.replace(config, **{n: v for n, v in changed.items() if v != getattr(config, n)})
+
+
 @dataclass(frozen=True)
 class StepType:
     name: str                     # the registry key, a run config's section, the summary's stem
@@ -92,6 +117,7 @@ class StepType:
     def execute(self, config, mode: str = "ray", address: str | None = None, stages: list | None = None) -> dict:
         """Run the step: a map step on Ray Data actors (`mode="ray"`) or in this process (`"local"`, where
         `stages` may hand it stage objects already built)."""
+        config = absolute_paths(config)
         if self.is_map:
             from deita_ray.runner.map_job import run_job
 
