@@ -90,3 +90,19 @@ def test_resuming_with_another_read_chunk_size_counts_every_row_once(tiny_models
         assert summary["reconciled"] and summary["rows_in"] == manifest["rows"]
         assert summary["rows_quarantined"] == manifest["malformed"] and summary["rows_out"] == manifest["samples"]
     assert len(list((tmp_path / "out" / "read_stats").glob("*.parquet"))) > tasks_before  # the JSONL files were split
+
+
+def test_a_step_gets_its_local_paths_absolute(tmp_path, monkeypatch, tiny_models):
+    """Ray workers on a joined cluster run in another directory: relative paths are made absolute before a step
+    runs; URLs, hub names and the config given stay as they are."""
+    from deita_ray.steps import STEPS
+    from deita_ray.steps.base import absolute_paths
+
+    (tmp_path / "models").symlink_to(tiny_models["scorer-complexity"].parent)
+    monkeypatch.chdir(tmp_path)
+    config = STEPS["score"].config(inputs=["pool/*.jsonl", "s3://bucket/pool/"], output="out",
+                                   complexity_model="models/scorer-complexity", quality_model="org/quality-scorer")
+    fixed = absolute_paths(config)
+    assert fixed.inputs == [str(tmp_path / "pool/*.jsonl"), "s3://bucket/pool/"] and fixed.output == str(tmp_path / "out")
+    assert fixed.complexity_model == str(tmp_path / "models/scorer-complexity")
+    assert fixed.quality_model == "org/quality-scorer" and config.output == "out"

@@ -49,6 +49,11 @@ def absolute(url: str) -> str:
     return os.path.abspath(os.path.expanduser(url))
 
 
+def absolute_model(model: str | None) -> str | None:
+    """A model that is a local directory, made absolute; a hub name ("org/name") or None as it is."""
+    return absolute(model) if model and os.path.exists(os.path.expanduser(model)) else model
+
+
 def exists(url: str) -> bool:
     fs, path = url_to_fs(url)
     return fs.exists(path)

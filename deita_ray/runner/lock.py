@@ -98,9 +98,7 @@ def describe(record: dict) -> str:
 
 def _key(output: str) -> str:
     """One spelling per output (a relative and an absolute path to one directory are one output)."""
-    if "://" in output:
-        return output.rstrip("/")
-    return os.path.abspath(os.path.expanduser(output))
+    return output.rstrip("/") if "://" in output else fs.absolute(output)
 
 
 def _ancestors(output: str) -> list[str]:

@@ -64,16 +64,14 @@ MODEL_FIELDS = ("model", "ref_model", "complexity_model", "quality_model", "judg
 
 def absolute_paths(config):
     """`config` with its local paths absolute (a copy; the config given is left as it was)."""
-    import os
-
     from deita_ray.io import fs
 
     def fix(name, value):
         if isinstance(value, list):
             return [fix(name, v) for v in value]
-        if not isinstance(value, str) or (name in MODEL_FIELDS and not os.path.exists(os.path.expanduser(value))):
+        if not isinstance(value, str):
             return value
-        return fs.absolute(value)
+        return fs.absolute_model(value) if name in MODEL_FIELDS else fs.absolute(value)
 
     names = {f.name for f in dataclasses.fields(config)} & set(PATH_FIELDS + MODEL_FIELDS)
     changed = {n: fix(n, getattr(config, n)) for n in names}

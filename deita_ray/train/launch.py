@@ -21,13 +21,10 @@ import posixpath
 import sys
 import time
 
+from deita_ray.io import fs
 from deita_ray.runner.layout import TRAIN_SUMMARY
 from deita_ray.runner.summary import common
 from deita_ray.train.config import TrainConfig
-
-
-def _absolute(url: str) -> str:
-    return url if "://" in url else os.path.abspath(os.path.expanduser(url))
 
 
 def prepare_rows(config: TrainConfig):
@@ -53,13 +50,10 @@ def train(config: TrainConfig, log=print, address: str | None = None, num_cpus: 
     from deita_ray.runner.lock import hold_output
 
     started = time.time()
-    output = _absolute(config.output)
-
-    def local_to_absolute(model):  # workers run in another directory; hub names stay as they are
-        return os.path.abspath(os.path.expanduser(model)) if model and os.path.exists(os.path.expanduser(model)) else model
-
-    config = dataclasses.replace(config, output=output, model=local_to_absolute(config.model),
-                                 ref_model=local_to_absolute(config.ref_model))
+    output = fs.absolute(config.output)
+    # Workers run in another directory: local models by absolute path, hub names as they are.
+    config = dataclasses.replace(config, output=output, model=fs.absolute_model(config.model),
+                                 ref_model=fs.absolute_model(config.ref_model))
     partial = check_inputs(config, log)
     with hold_output(output):
         return _train(config, output, started, partial, log, address, num_cpus)
